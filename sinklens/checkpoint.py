@@ -1,0 +1,150 @@
+"""One checkpoint folder on disk: validate it, load it, save it, fingerprint it.
+
+Every model sinklens touches is a local Hugging Face folder. Loading always uses eager
+attention (the only implementation that returns attention weights) and never unpickles:
+safetensors is required, and a `.bin` file is read only with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from sinklens.errors import SinklensError
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Files whose bytes decide what a checkpoint computes; their hash is its fingerprint.
+_FINGERPRINT_GLOBS = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "tokenizer_config.json")
+
+
+def validate_checkpoint_folder(path: str | Path) -> Path:
+    """Check that `path` looks like a loadable HF causal-LM folder; return it resolved."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise SinklensError(f"checkpoint folder {folder} does not exist; pass a local Hugging Face model folder")
+    if not folder.is_dir():
+        raise SinklensError(f"checkpoint {folder} is a file, not a folder; pass the folder that holds config.json")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise SinklensError(f"checkpoint folder {folder} has no config.json; save the model with save_pretrained")
+    try:
+        json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SinklensError(f"checkpoint folder {folder} has a corrupt config.json ({err}); re-save the model") from None
+    if not any(f.suffix in _WEIGHT_SUFFIXES for f in folder.iterdir()):
+        raise SinklensError(f"checkpoint folder {folder} holds no weights (*.safetensors); save the model with save_pretrained")
+    return folder.resolve()
+
+
+def load_hf_model(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer with eager attention, in eval mode, validated.
+
+    Refuses pickled `.bin` weights unless safetensors are absent, and then loads them with
+    `weights_only=True` only. Raises `SinklensError` (one line, naming the folder) for a
+    missing or corrupt folder, NaN weights, or a tokenizer that does not fit the model.
+    """
+    folder = validate_checkpoint_folder(path)
+    has_safetensors = any(folder.glob("*.safetensors"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as err:
+        raise SinklensError(f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err}); save it with the model") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=dtype,
+            attn_implementation="eager",
+            use_safetensors=has_safetensors,
+            weights_only=True,
+        )
+    except Exception as err:
+        raise SinklensError(f"cannot load the model in {folder} ({type(err).__name__}: {str(err)[:200]}); the weights may be corrupt, re-save them") from None
+    model.to(device)
+    model.eval()
+    _check_tokenizer_fits(model, tokenizer, folder)
+    _check_finite(model, folder)
+    return model, tokenizer
+
+
+def _check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    n_embed = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > n_embed:
+        raise SinklensError(
+            f"tokenizer in {folder} has {len(tokenizer)} tokens but the model embeds only {n_embed}; "
+            "use the tokenizer the model was trained with"
+        )
+    for name in ("bos_token_id", "eos_token_id"):
+        token_id = getattr(tokenizer, name)
+        model_id = getattr(model.config, name, None)
+        if token_id is not None and model_id is not None and token_id != model_id:
+            raise SinklensError(
+                f"tokenizer in {folder} has {name}={token_id} but the model config says {model_id}; "
+                "use the tokenizer the model was trained with"
+            )
+
+
+def _check_finite(model: PreTrainedModel, folder: Path) -> None:
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise SinklensError(f"checkpoint {folder} has non-finite weights in {name}; retrain or re-save it")
+
+
+def save_hf_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> None:
+    """Save model (safetensors) and tokenizer side by side so `load_hf_model` can read them."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def checkpoint_fingerprint(path: str | Path) -> str:
+    """sha256 over the names and bytes of the files that decide what the checkpoint computes."""
+    folder = validate_checkpoint_folder(path)
+    digest = hashlib.sha256()
+    files = sorted({f for pattern in _FINGERPRINT_GLOBS for f in folder.glob(pattern) if f.is_file()})
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_architecture(config_or_path: str | Path | object) -> dict[str, int]:
+    """Layers, heads, kv heads, head size and width, read from a config (any HF family)."""
+    config = AutoConfig.from_pretrained(config_or_path) if isinstance(config_or_path, (str, Path)) else config_or_path
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
+    n_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
+    d_model = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
+    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    head_dim = getattr(config, "head_dim", None) or d_model // n_heads
+    return {
+        "n_layers": int(n_layers),
+        "n_heads": int(n_heads),
+        "n_kv_heads": int(n_kv),
+        "d_head": int(head_dim),
+        "d_model": int(d_model),
+    }
+
+
+__all__ = [
+    "checkpoint_fingerprint",
+    "load_hf_model",
+    "model_architecture",
+    "save_hf_model",
+    "validate_checkpoint_folder",
+]

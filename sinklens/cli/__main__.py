@@ -1,0 +1,5 @@
+import sys
+
+from sinklens.cli import main
+
+sys.exit(main())

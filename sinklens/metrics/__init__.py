@@ -1,0 +1,1 @@
+"""Pure metric functions on tensors: usable from a notebook on any model's activations."""

@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pytest
+
+from sinklens import __version__
+from sinklens.cli import app, main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sinklens.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_help_lists_every_command_with_a_description(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    names = [g.name for g in app.registered_groups] + [c.name for c in app.registered_commands]
+    assert names, "no command registered"
+    for group in app.registered_groups:
+        assert group.name in out and group.help, f"{group.name} has no one-line description"
+    for command in app.registered_commands:
+        assert command.name in out
+        assert (command.help or (command.callback and command.callback.__doc__)), command.name
+
+
+@pytest.mark.parametrize("group", ["organism"])
+def test_every_subcommand_has_help(group, capsys):
+    assert main([group, "--help"]) == 0
+    assert "Usage" in capsys.readouterr().out
+
+
+def test_unknown_command_fails_without_traceback():
+    proc = run_cli("no-such-command")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
