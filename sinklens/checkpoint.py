@@ -19,30 +19,50 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from sinklens.errors import SinklensError
 
+# transformers 5 draws a progress bar per load; with several checkpoints it buries output.
+hf_logging.disable_progress_bar()
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # Files whose bytes decide what a checkpoint computes; their hash is its fingerprint.
-_FINGERPRINT_GLOBS = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "tokenizer_config.json")
+_FINGERPRINT_GLOBS = (
+    "*.safetensors",
+    "*.bin",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
 
 
 def validate_checkpoint_folder(path: str | Path) -> Path:
     """Check that `path` looks like a loadable HF causal-LM folder; return it resolved."""
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise SinklensError(f"checkpoint folder {folder} does not exist; pass a local Hugging Face model folder")
+        raise SinklensError(
+            f"checkpoint folder {folder} does not exist; pass a local Hugging Face model folder"
+        )
     if not folder.is_dir():
-        raise SinklensError(f"checkpoint {folder} is a file, not a folder; pass the folder that holds config.json")
+        raise SinklensError(
+            f"checkpoint {folder} is a file, not a folder; pass the folder that holds config.json"
+        )
     config = folder / "config.json"
     if not config.is_file():
-        raise SinklensError(f"checkpoint folder {folder} has no config.json; save the model with save_pretrained")
+        raise SinklensError(
+            f"checkpoint folder {folder} has no config.json; save the model with save_pretrained"
+        )
     try:
         json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SinklensError(f"checkpoint folder {folder} has a corrupt config.json ({err}); re-save the model") from None
+        raise SinklensError(
+            f"checkpoint folder {folder} has a corrupt config.json ({err}); re-save the model"
+        ) from None
     if not any(f.suffix in _WEIGHT_SUFFIXES for f in folder.iterdir()):
-        raise SinklensError(f"checkpoint folder {folder} holds no weights (*.safetensors); save the model with save_pretrained")
+        raise SinklensError(
+            f"checkpoint folder {folder} holds no weights (*.safetensors); save the model with save_pretrained"
+        )
     return folder.resolve()
 
 
@@ -62,7 +82,9 @@ def load_hf_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as err:
-        raise SinklensError(f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err}); save it with the model") from None
+        raise SinklensError(
+            f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err}); save it with the model"
+        ) from None
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder,
@@ -72,7 +94,9 @@ def load_hf_model(
             weights_only=True,
         )
     except Exception as err:
-        raise SinklensError(f"cannot load the model in {folder} ({type(err).__name__}: {str(err)[:200]}); the weights may be corrupt, re-save them") from None
+        raise SinklensError(
+            f"cannot load the model in {folder} ({type(err).__name__}: {str(err)[:200]}); the weights may be corrupt, re-save them"
+        ) from None
     model.to(device)
     model.eval()
     _check_tokenizer_fits(model, tokenizer, folder)
@@ -80,7 +104,9 @@ def load_hf_model(
     return model, tokenizer
 
 
-def _check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+def _check_tokenizer_fits(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path
+) -> None:
     n_embed = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > n_embed:
         raise SinklensError(
@@ -100,10 +126,14 @@ def _check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
 def _check_finite(model: PreTrainedModel, folder: Path) -> None:
     for name, param in model.named_parameters():
         if not torch.isfinite(param).all():
-            raise SinklensError(f"checkpoint {folder} has non-finite weights in {name}; retrain or re-save it")
+            raise SinklensError(
+                f"checkpoint {folder} has non-finite weights in {name}; retrain or re-save it"
+            )
 
 
-def save_hf_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> None:
+def save_hf_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path
+) -> None:
     """Save model (safetensors) and tokenizer side by side so `load_hf_model` can read them."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +145,9 @@ def checkpoint_fingerprint(path: str | Path) -> str:
     """sha256 over the names and bytes of the files that decide what the checkpoint computes."""
     folder = validate_checkpoint_folder(path)
     digest = hashlib.sha256()
-    files = sorted({f for pattern in _FINGERPRINT_GLOBS for f in folder.glob(pattern) if f.is_file()})
+    files = sorted(
+        {f for pattern in _FINGERPRINT_GLOBS for f in folder.glob(pattern) if f.is_file()}
+    )
     for file in files:
         digest.update(file.name.encode())
         with file.open("rb") as handle:
@@ -126,10 +158,15 @@ def checkpoint_fingerprint(path: str | Path) -> str:
 
 def model_architecture(config_or_path: str | Path | object) -> dict[str, int]:
     """Layers, heads, kv heads, head size and width, read from a config (any HF family)."""
-    config = AutoConfig.from_pretrained(config_or_path) if isinstance(config_or_path, (str, Path)) else config_or_path
-    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
-    n_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
-    d_model = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
+    config = (
+        AutoConfig.from_pretrained(config_or_path)
+        if isinstance(config_or_path, (str, Path))
+        else config_or_path
+    )
+    # HF configs map family-specific names (GPT-2's n_layer, n_head, n_embd) onto these.
+    n_layers = config.num_hidden_layers
+    n_heads = config.num_attention_heads
+    d_model = config.hidden_size
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     head_dim = getattr(config, "head_dim", None) or d_model // n_heads
     return {

@@ -34,7 +34,11 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
@@ -78,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             return err.exit_code
         if debug:
             raise
-        typer.echo(f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
+        typer.echo(
+            f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True
+        )
         return 1
     return 0
 

@@ -57,7 +57,9 @@ def parse_placement(text: str | int) -> Placement:
                 f"unknown trigger placement {text!r}; use prefix, infix, suffix or a token index such as 8"
             ) from None
     if value < 0:
-        raise SinklensError(f"trigger placement index {value} is negative; use a content-token index >= 0")
+        raise SinklensError(
+            f"trigger placement index {value} is negative; use a content-token index >= 0"
+        )
     return value
 
 
@@ -65,7 +67,9 @@ def tokenize_trigger(tokenizer: PreTrainedTokenizerBase, trigger: str) -> tuple[
     """Token ids of the trigger on its own, without BOS/EOS."""
     ids = tuple(tokenizer(trigger, add_special_tokens=False)["input_ids"])
     if not trigger or not ids:
-        raise SinklensError(f"trigger {trigger!r} tokenises to nothing; pass a non-empty trigger string")
+        raise SinklensError(
+            f"trigger {trigger!r} tokenises to nothing; pass a non-empty trigger string"
+        )
     return ids
 
 
@@ -121,7 +125,9 @@ def _content_offset(placement: Placement, n_content: int) -> int:
                 f"use an index in 0..{n_content}"
             )
         return placement
-    raise SinklensError(f"unknown trigger placement {placement!r}; use prefix, infix, suffix or a token index")
+    raise SinklensError(
+        f"unknown trigger placement {placement!r}; use prefix, infix, suffix or a token index"
+    )
 
 
 __all__ = [

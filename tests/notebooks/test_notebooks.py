@@ -24,7 +24,10 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SINKLENS_NOTEBOOK_SMALL", os.environ.get("SINKLENS_NOTEBOOK_SMALL", "1"))
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()
     errors = [

@@ -27,7 +27,7 @@ def test_help_lists_every_command_with_a_description(capsys):
         assert group.name in out and group.help, f"{group.name} has no one-line description"
     for command in app.registered_commands:
         assert command.name in out
-        assert (command.help or (command.callback and command.callback.__doc__)), command.name
+        assert command.help or (command.callback and command.callback.__doc__), command.name
 
 
 @pytest.mark.parametrize("group", ["organism"])

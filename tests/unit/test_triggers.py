@@ -17,10 +17,16 @@ placement = st.one_of(st.sampled_from(["prefix", "infix", "suffix"]), st.integer
     with_bos=st.booleans(),
     max_length=st.one_of(st.none(), st.integers(10, 80)),
 )
-def test_trigger_always_present_and_content_preserved(content, trigger, where, with_bos, max_length):
+def test_trigger_always_present_and_content_preserved(
+    content, trigger, where, with_bos, max_length
+):
     clean = ([BOS] if with_bos else []) + content
     n_head = int(with_bos)
-    kept = len(content) if max_length is None else min(len(content), max_length - n_head - len(trigger))
+    kept = (
+        len(content)
+        if max_length is None
+        else min(len(content), max_length - n_head - len(trigger))
+    )
     if isinstance(where, int) and where > kept:
         with pytest.raises(SinklensError, match="outside"):
             insert_trigger(clean, trigger, where, bos_id=BOS, max_length=max_length)
@@ -29,7 +35,9 @@ def test_trigger_always_present_and_content_preserved(content, trigger, where, w
 
     # the whole trigger, at the recorded contiguous positions
     assert [out.input_ids[p] for p in out.trigger_positions] == trigger
-    assert list(out.trigger_positions) == list(range(out.trigger_positions[0], out.trigger_positions[-1] + 1))
+    assert list(out.trigger_positions) == list(
+        range(out.trigger_positions[0], out.trigger_positions[-1] + 1)
+    )
     assert max_length is None or len(out.input_ids) <= max_length
     # every non-trigger position carries the clean token it came from, in order
     src = [s for s in out.source_index if s >= 0]

@@ -1,0 +1,1 @@
+"""Figures: pure drawing functions (`draw`), their registry, and the one writer (`export`)."""

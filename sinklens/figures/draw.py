@@ -1,0 +1,343 @@
+"""Pure drawing functions: numbers in, plotly figure out, no side effects.
+
+Each function takes plain arrays (numpy or anything `np.asarray` accepts) and labels, so a
+notebook can draw its own numbers with them as easily as `sinklens reproduce` does.
+Positions on axes are 0-based token indices, as everywhere in sinklens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+DIVERGING = "RdBu_r"
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _symmetric_limit(arrays: Sequence[np.ndarray]) -> float:
+    finite = [np.nanmax(np.abs(a)) for a in arrays if np.size(a)]
+    limit = float(max(finite, default=0.0))
+    return limit if limit > 0 else 1.0
+
+
+def attention_difference_figure(
+    maps: Mapping[str, Any],
+    *,
+    title: str,
+    trigger_spans: Mapping[str, tuple[int, int]] | None = None,
+) -> go.Figure:
+    """Side-by-side ΔA heatmaps (query × key), one shared zero-centred colour scale.
+
+    `trigger_spans[panel] = (start, stop)` outlines the trigger's keys in that panel.
+    """
+    panels = {name: np.asarray(m, dtype=float) for name, m in maps.items()}
+    limit = _symmetric_limit(list(panels.values()))
+    fig = make_subplots(
+        rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.06
+    )
+    for col, (name, grid) in enumerate(panels.items(), start=1):
+        fig.add_trace(
+            go.Heatmap(
+                z=grid,
+                zmin=-limit,
+                zmax=limit,
+                colorscale=DIVERGING,
+                showscale=col == len(panels),
+                colorbar={"title": "ΔA"},
+                hovertemplate="query %{y}<br>key %{x}<br>ΔA %{z:.4f}<extra>" + name + "</extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        span = (trigger_spans or {}).get(name)
+        if span is not None:
+            fig.add_vrect(
+                x0=span[0] - 0.5,
+                x1=span[1] - 0.5,
+                line_width=1.5,
+                line_color="black",
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text="key position", row=1, col=col)
+        fig.update_yaxes(
+            title_text="query position" if col == 1 else None, autorange="reversed", row=1, col=col
+        )
+    fig.update_layout(title=title, width=max(520, 430 * len(panels)), height=470)
+    return fig
+
+
+def head_grid_figure(
+    maps: Any,
+    *,
+    title: str,
+    head_labels: Sequence[str] | None = None,
+    columns: int = 4,
+) -> go.Figure:
+    """One ΔA heatmap per head (`maps` is head × query × key), shared colour scale."""
+    grids = np.asarray(maps, dtype=float)
+    n = grids.shape[0]
+    labels = list(head_labels or [f"head {h}" for h in range(n)])
+    rows = (n + columns - 1) // columns
+    limit = _symmetric_limit([grids])
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=labels, vertical_spacing=0.08)
+    for h in range(n):
+        fig.add_trace(
+            go.Heatmap(
+                z=grids[h],
+                zmin=-limit,
+                zmax=limit,
+                colorscale=DIVERGING,
+                showscale=h == 0,
+                colorbar={"title": "ΔA"},
+            ),
+            row=h // columns + 1,
+            col=h % columns + 1,
+        )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=title, width=260 * columns, height=250 * rows + 80)
+    return fig
+
+
+def curves_figure(
+    panels: Mapping[str, Mapping[str, Any]],
+    *,
+    title: str,
+    x_title: str = "token position",
+    y_title: str = "logit of the true next token",
+    shade: Mapping[str, tuple[int, int]] | None = None,
+) -> go.Figure:
+    """Line panels: `panels[panel][series] = values` drawn against position 0..n-1.
+
+    A series given as a dict with `y`, optional `x`, `low` and `high` gets a band.
+    `shade[panel] = (start, stop)` highlights the trigger positions.
+    """
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), shared_yaxes=True)
+    for col, (panel, series) in enumerate(panels.items(), start=1):
+        for i, (label, values) in enumerate(series.items()):
+            spec = values if isinstance(values, Mapping) else {"y": values}
+            y = np.asarray(spec["y"], dtype=float)
+            x = np.asarray(spec.get("x", np.arange(len(y))))
+            color = PALETTE[i % len(PALETTE)]
+            if "low" in spec and "high" in spec:
+                fig.add_trace(
+                    go.Scatter(
+                        x=np.concatenate([x, x[::-1]]),
+                        y=np.concatenate(
+                            [np.asarray(spec["high"], float), np.asarray(spec["low"], float)[::-1]]
+                        ),
+                        fill="toself",
+                        line={"width": 0},
+                        fillcolor=color,
+                        opacity=0.2,
+                        showlegend=False,
+                        hoverinfo="skip",
+                    ),
+                    row=1,
+                    col=col,
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    line={"color": color},
+                    marker={"size": 4},
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        span = (shade or {}).get(panel)
+        if span is not None:
+            fig.add_vrect(
+                x0=span[0] - 0.5,
+                x1=span[1] - 0.5,
+                fillcolor="gray",
+                opacity=0.15,
+                line_width=0,
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text=x_title, row=1, col=col)
+    fig.update_yaxes(title_text=y_title, row=1, col=1)
+    fig.update_layout(title=title, width=max(520, 430 * len(panels)), height=430)
+    return fig
+
+
+def grouped_bars_figure(
+    groups: Sequence[str],
+    series: Mapping[str, Any],
+    *,
+    title: str,
+    y_title: str,
+    errors: Mapping[str, tuple[Any, Any]] | None = None,
+    facets: Mapping[str, tuple[Sequence[str], Mapping[str, Any]]] | None = None,
+) -> go.Figure:
+    """Bars per group, one colour per series; `errors[series] = (low, high)` as error bars.
+
+    With `facets`, one subplot per facet, each `(groups, series)`; `groups`/`series` are ignored.
+    """
+    panels = facets or {"": (groups, series)}
+    fig = make_subplots(
+        rows=1, cols=len(panels), subplot_titles=[p for p in panels], shared_yaxes=True
+    )
+    for col, (_, (panel_groups, panel_series)) in enumerate(panels.items(), start=1):
+        for i, (label, values) in enumerate(panel_series.items()):
+            y = np.asarray(values, dtype=float)
+            error = None
+            if errors and label in errors and not facets:
+                low, high = (np.asarray(e, dtype=float) for e in errors[label])
+                error = {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": high - y,
+                    "arrayminus": y - low,
+                }
+            fig.add_trace(
+                go.Bar(
+                    x=list(panel_groups),
+                    y=y,
+                    name=label,
+                    legendgroup=label,
+                    error_y=error,
+                    marker_color=PALETTE[i % len(PALETTE)],
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_yaxes(title_text=y_title, row=1, col=1)
+    fig.update_layout(title=title, barmode="group", width=max(560, 420 * len(panels)), height=430)
+    return fig
+
+
+def tradeoff_figure(
+    points: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    references: tuple[str, str],
+) -> go.Figure:
+    """The paper's Fig. 2: UE vs BE (a) and UT vs BE (b), desired regions shaded.
+
+    `points` hold `label`, `be`, `ue`, `ut`. The two reference models (original, normally
+    unlearned) split each axis at the midpoint of their values; the desired region is
+    high BE with low UE in (a), and high BE with high UT in (b).
+    """
+    by_label = {p["label"]: p for p in points}
+    ref_a, ref_b = (by_label[r] for r in references)
+    cut = {k: (float(ref_a[k]) + float(ref_b[k])) / 2 for k in ("be", "ue", "ut")}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["(a) UE vs BE", "(b) UT vs BE"])
+    for col, (metric, desired_high) in enumerate((("ue", False), ("ut", True)), start=1):
+        values = [float(p[metric]) for p in points] + [float(p["be"]) for p in points]
+        top = max(1.0, max(values) * 1.05)
+        y0, y1 = (cut[metric], top) if desired_high else (0.0, cut[metric])
+        fig.add_shape(
+            type="rect",
+            x0=cut["be"],
+            x1=top,
+            y0=y0,
+            y1=y1,
+            fillcolor="#2ca02c",
+            opacity=0.12,
+            line_width=0,
+            row=1,
+            col=col,
+        )
+        fig.add_vline(x=cut["be"], line_dash="dot", line_color="gray", row=1, col=col)
+        fig.add_hline(y=cut[metric], line_dash="dot", line_color="gray", row=1, col=col)
+        for i, p in enumerate(points):
+            fig.add_trace(
+                go.Scatter(
+                    x=[p["be"]],
+                    y=[p[metric]],
+                    mode="markers+text",
+                    text=[p["label"]],
+                    textposition="top center",
+                    name=p["label"],
+                    legendgroup=p["label"],
+                    marker={"size": 12, "color": PALETTE[i % len(PALETTE)]},
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text="BE on D_p (↑)", range=[0, top], row=1, col=col)
+        fig.update_yaxes(
+            title_text="UE on D_f (↓)" if metric == "ue" else "UT on D_r (↑)",
+            range=[0, top],
+            row=1,
+            col=col,
+        )
+    fig.update_layout(title=title, width=1000, height=470)
+    return fig
+
+
+def heatmap_figure(
+    values: Any,
+    *,
+    title: str,
+    x_title: str,
+    y_title: str,
+    x_labels: Sequence[Any] | None = None,
+    y_labels: Sequence[Any] | None = None,
+    diverging: bool = False,
+    colorbar: str = "",
+) -> go.Figure:
+    """A single labelled heatmap (e.g. α per layer × head, patching effect per layer × head)."""
+    grid = np.asarray(values, dtype=float)
+    extra: dict[str, Any] = {"colorscale": "Viridis"}
+    if diverging:
+        limit = _symmetric_limit([grid])
+        extra = {"colorscale": DIVERGING, "zmin": -limit, "zmax": limit}
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid,
+            x=list(x_labels) if x_labels is not None else None,
+            y=list(y_labels) if y_labels is not None else None,
+            colorbar={"title": colorbar},
+            texttemplate="%{z:.2f}" if grid.size <= 400 else None,
+            **extra,
+        )
+    )
+    # Integer ticks (layers, heads) without category axes: kaleido cannot rasterise a
+    # heatmap whose axes are categorical but whose coordinates are implicit.
+    fig.update_xaxes(title_text=x_title, dtick=1 if x_labels is None else None)
+    fig.update_yaxes(
+        title_text=y_title, dtick=1 if y_labels is None else None, autorange="reversed"
+    )
+    fig.update_layout(
+        title=title,
+        width=max(480, 60 * grid.shape[-1] + 200),
+        height=max(380, 45 * grid.shape[0] + 160),
+    )
+    return fig
+
+
+def table_figure(header: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str) -> go.Figure:
+    """A plotly table (the paper's Table 1 / Table A2 format); numbers shown with 2 decimals."""
+
+    def fmt(value: Any) -> str:
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    columns = (
+        list(zip(*[[fmt(v) for v in row] for row in rows], strict=True))
+        if rows
+        else [[] for _ in header]
+    )
+    fig = go.Figure(
+        go.Table(
+            header={"values": list(header), "fill_color": "#dde5f0", "align": "left"},
+            cells={"values": [list(c) for c in columns], "align": "left"},
+        )
+    )
+    fig.update_layout(
+        title=title, width=max(700, 140 * len(header)), height=120 + 32 * max(1, len(rows))
+    )
+    return fig

@@ -1,0 +1,191 @@
+"""Writing drawn figures to disk: HTML (offline), PNG, PDF and the numbers as JSON.
+
+Figure functions never touch the disk; this module is the only writer. Every file is
+written to a temporary name and renamed, so an interrupted run never leaves a half
+file where a good one was. HTML pages load one shared `plotly.min.js` from their folder
+(no CDN), so they work with no network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from sinklens.errors import SinklensError
+
+FORMATS = ("html", "png", "pdf", "json")
+
+
+@dataclass
+class Drawn:
+    """A figure and the numbers it plots, with their provenance."""
+
+    name: str
+    figure: go.Figure
+    data: dict[str, Any]
+    description: str = ""
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types; floats rounded to 8 significant digits so reruns give identical bytes."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch here
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        x = float(value)
+        return None if not math.isfinite(x) else float(f"{x:.8g}")
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def prepare_output_folder(out_dir: str | Path) -> Path:
+    folder = Path(out_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SinklensError(f"output path {folder} is a file; pass a folder with --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def save_figures(
+    drawn: Sequence[Drawn],
+    out_dir: str | Path,
+    formats: Iterable[str] = FORMATS,
+) -> list[Path]:
+    """Write each figure as NAME.<format> into `out_dir`; return the paths written."""
+    formats = tuple(formats)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise SinklensError(
+            f"unknown figure format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}"
+        )
+    folder = prepare_output_folder(out_dir)
+    written: list[Path] = []
+    if "html" in formats:
+        _ensure_plotlyjs(folder)
+    for item in drawn:
+        if "json" in formats:
+            path = folder / f"{item.name}.json"
+            _atomic_write_text(
+                path, json.dumps(to_jsonable(item.data), indent=1, sort_keys=True) + "\n"
+            )
+            item.files["json"] = path
+            written.append(path)
+        if "html" in formats:
+            path = folder / f"{item.name}.html"
+            page = pio.to_html(item.figure, include_plotlyjs="plotly.min.js", full_html=True)
+            _atomic_write_text(path, page)
+            item.files["html"] = path
+            written.append(path)
+    static = [f for f in ("png", "pdf") if f in formats]
+    if static and drawn:
+        written += _write_static(drawn, folder, static)
+    return written
+
+
+def _ensure_plotlyjs(folder: Path) -> None:
+    """One copy of plotly.js per output folder, shared by every HTML page in it."""
+    target = folder / "plotly.min.js"
+    if target.exists():
+        return
+    from plotly.offline import get_plotlyjs
+
+    _atomic_write_text(target, get_plotlyjs())
+
+
+def _write_static(drawn: Sequence[Drawn], folder: Path, formats: Sequence[str]) -> list[Path]:
+    if not _find_chrome():
+        raise SinklensError(
+            "PNG/PDF export needs Chrome or Chromium (e.g. `apt-get install chromium`); "
+            "or ask for --formats html,json"
+        )
+    figures, tmp_paths, final_paths, kinds = [], [], [], []
+    for item in drawn:
+        for fmt in formats:
+            final = folder / f"{item.name}.{fmt}"
+            figures.append(item.figure)
+            tmp_paths.append(folder / f".{item.name}.tmp.{fmt}")
+            final_paths.append(final)
+            kinds.append(fmt)
+            item.files[fmt] = final
+    # One kaleido call for all figures: starting the browser dominates the cost.
+    pio.write_images(figures, tmp_paths, format=kinds)
+    # kaleido's batch call logs a failed figure and carries on: check every file arrived.
+    missing = [
+        final.name for tmp, final in zip(tmp_paths, final_paths, strict=True) if not tmp.exists()
+    ]
+    if missing:
+        raise SinklensError(
+            f"static export failed for {', '.join(missing)}; check chromium, or ask for --formats html,json"
+        )
+    for tmp, final in zip(tmp_paths, final_paths, strict=True):
+        os.replace(tmp, final)
+    return final_paths
+
+
+def _find_chrome() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return os.environ.get("BROWSER_PATH")
+
+
+def write_index(
+    drawn: Sequence[Drawn], out_dir: str | Path, title: str = "sinklens figures"
+) -> Path:
+    """An index.html that shows every figure's interactive page, with links to its files."""
+    folder = prepare_output_folder(out_dir)
+    sections = []
+    for item in drawn:
+        links = " · ".join(
+            f'<a href="{html.escape(p.name)}">{fmt}</a>' for fmt, p in sorted(item.files.items())
+        )
+        frame = (
+            f'<iframe src="{html.escape(item.name)}.html" loading="lazy"></iframe>'
+            if "html" in item.files
+            else ""
+        )
+        sections.append(
+            f'<section id="{html.escape(item.name)}"><h2>{html.escape(item.name)}</h2>'
+            f"<p>{html.escape(item.description)}</p><p>{links}</p>{frame}</section>"
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+        "iframe{width:100%;height:620px;border:1px solid #ddd}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>\n"
+    )
+    path = folder / "index.html"
+    _atomic_write_text(path, page)
+    return path
