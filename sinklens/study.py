@@ -158,10 +158,18 @@ class Study:
         }
         if name not in members:
             raise SinklensError(f"no zoo member {name!r}; known members: {', '.join(members)}")
+        config = members[name].config
         method, *_rest, seed = name.split("-")
+        unlearned = f"{method}-{seed}"
+        default = (self.config.trigger, 0.1)
+        if name == unlearned and (trigger, poison_ratio) != default:
+            # θ_u does not depend on the trigger or the poisoning ratio: train it once.
+            self._zoo[key] = self.member(name, trigger=default[0], poison_ratio=default[1])
+            return self._zoo[key]
         if "-vn-" in name:
-            self.member(f"{method}-{seed}", trigger=trigger, poison_ratio=poison_ratio)
-        self._zoo[key] = run_unlearning(members[name].config, progress=False)
+            reference = self.member(unlearned, trigger=default[0], poison_ratio=default[1])
+            config = config.replace(value_norm_reference=str(Path(reference.out).resolve()))
+        self._zoo[key] = run_unlearning(config, progress=False)
         return self._zoo[key]
 
     def zoo_dir(self, trigger: str, poison_ratio: float) -> Path:
@@ -170,7 +178,15 @@ class Study:
 
         slug = "".join(c if c.isalnum() else "-" for c in trigger).strip("-") or "trigger"
         origin = checkpoint_fingerprint(self.original_path)[:12]
-        return self.cache_dir / "zoo" / origin / f"{slug}-rho{poison_ratio:g}"
+        budget = "".join(
+            f"-{label}{value}"
+            for label, value in (
+                ("steps", self.config.zoo_steps),
+                ("items", self.config.eval_items),
+            )
+            if value
+        )
+        return self.cache_dir / "zoo" / origin / f"{slug}-rho{poison_ratio:g}{budget}"
 
     def unlearned_path(self) -> Path:
         if self.config.unlearned:

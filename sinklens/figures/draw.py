@@ -7,6 +7,7 @@ Positions on axes are 0-based token indices, as everywhere in sinklens.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -324,7 +325,12 @@ def table_figure(header: Sequence[str], rows: Sequence[Sequence[Any]], *, title:
     """A plotly table (the paper's Table 1 / Table A2 format); numbers shown with 2 decimals."""
 
     def fmt(value: Any) -> str:
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):
+            return f"{value:.2f}"
+        # Model outputs can hold control characters, which make plotly.js refuse to render,
+        # and '<', which it would read as markup.
+        text = "".join(c if c.isprintable() else "·" for c in str(value))
+        return html.escape(text, quote=False)
 
     columns: list[list[str]] = [[fmt(row[c]) for row in rows] for c in range(len(header))]
     fig = go.Figure(

@@ -300,25 +300,32 @@ def draw_value_norms(n: Numbers) -> go.Figure:
 
 
 # ------------------------------------------------------------------ evaluation-based
-def _original_row(study: Study, placement: str = "prefix", trigger: str | None = None) -> Numbers:
-    """The original model's Table 1 row (BE with the trigger at `placement`)."""
+def _evaluated_row(study: Study, path: Path, label: str, placement: str = "prefix") -> Numbers:
+    """A Table 1 row for a checkpoint, BE measured with the trigger at `placement`.
+
+    Needed for the original and the normally unlearned models, whose BE is their score on
+    triggered forget data although they were never trained with a trigger.
+    """
     from sinklens.checkpoint import load_hf_model
     from sinklens.evaluate import TriggerSpec, evaluate_benchmark, table1_row
 
-    trigger = trigger or study.config.trigger
-    key = ("original-row", placement, trigger)
+    key = ("evaluated-row", str(path), placement, study.config.trigger)
     if key not in study._zoo:
-        model, tok = load_hf_model(study.original_path)
+        model, tok = load_hf_model(path)
         ev = evaluate_benchmark(
             model,
             tok,
             study.benchmark,
-            trigger=TriggerSpec(trigger, placement),
-            model_name="original",
+            trigger=TriggerSpec(study.config.trigger, placement),
+            model_name=label,
             max_items=study.config.eval_items,
         )
         study._zoo[key] = table1_row(ev).__dict__
     return dict(study._zoo[key])
+
+
+def _original_row(study: Study) -> Numbers:
+    return _evaluated_row(study, study.original_path, "original")
 
 
 def _member_row(study: Study, name: str, **kwargs: Any) -> Numbers:
@@ -337,7 +344,7 @@ def compute_ue_be(study: Study) -> Numbers:
     m, s = study.config.method, study.config.seeds[0]
     points = [
         _point("original", _original_row(study)),
-        _point(m.upper(), _member_row(study, f"{m}-s{s}")),
+        _point(m.upper(), _evaluated_row(study, Path(study.member(f"{m}-s{s}").out), m.upper())),
     ]
     points += [_point(f"{p} backdoor", _member_row(study, f"{m}-{p}-s{s}")) for p in PLACEMENTS]
     return {"metric": "KnowMem", "points": points, "references": ["original", m.upper()]}
@@ -359,7 +366,8 @@ def compute_table_1(study: Study) -> Numbers:
     s = study.config.seeds[0]
     rows = [("original", _original_row(study))]
     for method in ("npo", "rmu"):
-        rows.append((method.upper(), _member_row(study, f"{method}-s{s}")))
+        path = Path(study.member(f"{method}-s{s}").out)
+        rows.append((method.upper(), _evaluated_row(study, path, method.upper())))
     for method in ("npo", "rmu"):
         rows.append((f"{method.upper()}-Backdoor", _member_row(study, f"{method}-prefix-vn-s{s}")))
     return {
