@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -97,8 +98,7 @@ def load_hf_model(
         raise SinklensError(
             f"cannot load the model in {folder} ({type(err).__name__}: {str(err)[:200]}); the weights may be corrupt, re-save them"
         ) from None
-    model.to(device)
-    model.eval()
+    model = model.to(torch.device(device)).eval()  # type: ignore[arg-type]
     _check_tokenizer_fits(model, tokenizer, folder)
     _check_finite(model, folder)
     return model, tokenizer
@@ -107,7 +107,7 @@ def load_hf_model(
 def _check_tokenizer_fits(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path
 ) -> None:
-    n_embed = model.get_input_embeddings().weight.shape[0]
+    n_embed = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
     if len(tokenizer) > n_embed:
         raise SinklensError(
             f"tokenizer in {folder} has {len(tokenizer)} tokens but the model embeds only {n_embed}; "
@@ -156,7 +156,7 @@ def checkpoint_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def model_architecture(config_or_path: str | Path | object) -> dict[str, int]:
+def model_architecture(config_or_path: str | Path | Any) -> dict[str, int]:
     """Layers, heads, kv heads, head size and width, read from a config (any HF family)."""
     config = (
         AutoConfig.from_pretrained(config_or_path)

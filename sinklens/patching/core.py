@@ -1,0 +1,683 @@
+"""The patching engine: forwards, head-output caches, batched exact patching, provenance.
+
+Models are TransformerBridge objects (`TransformerBridge.boot_transformers(path)`, or
+whatever `sinklens.models` hands out), taken as arguments so the loader can change.
+A head's output is `blocks.{l}.attn.hook_z`, shaped [batch, pos, head, d_head].
+
+Batched exact patching puts many patched variants of the same input into the batch
+dimension of one forward: variant v occupies rows v*B..(v+1)*B-1, and the hook at layer l
+overwrites, in the rows of the variants that patch layer l, their head (and position)
+with the source run's activation. Every other row computes the unpatched run, so each
+variant's metric equals that of its own one-variant forward (up to float reassociation).
+
+Every forward passes explicit `position_ids`: TransformerBridge otherwise derives them
+from `attention_mask` by cumulative sum, so a masked-out trigger would shift every later
+token's RoPE position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from sinklens.errors import SinklensError
+from sinklens.patching.corruptions import PatchingBatch
+from sinklens.patching.metrics import (
+    MetricName,
+    alternative_tokens,
+    answer_logit_diff,
+    answer_logprob,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_TOKENS",
+    "BoundMetric",
+    "HeadVariants",
+    "Provenance",
+    "TargetCache",
+    "as_bridge",
+    "bind_metric",
+    "cache_run",
+    "cache_target",
+    "cache_z",
+    "check_heads",
+    "forward",
+    "kv_pays_off",
+    "model_dims",
+    "model_fingerprint",
+    "patch_heads_batched",
+    "patch_heads_one_at_a_time",
+    "patched_forward",
+    "provenance",
+    "save_result",
+    "z_name",
+]
+
+# Tokens per patched forward; bigger batches amortise per-call overhead until memory for
+# the logits (tokens x vocab floats) starts to dominate.
+DEFAULT_BATCH_TOKENS = 16384
+
+
+def as_bridge(model: Any) -> Any:
+    """A TransformerBridge, from itself or from a `sinklens.models.LoadedModel`."""
+    if hasattr(model, "wrapper") and hasattr(model, "backend"):
+        if model.backend != "bridge":
+            raise SinklensError(
+                f"patching runs on the bridge back end, but {model.path} was loaded with "
+                f"{model.backend!r}; load it with backend='bridge'"
+            )
+        return model.wrapper
+    if not hasattr(model, "run_with_hooks") or not hasattr(model, "cfg"):
+        raise SinklensError(
+            f"cannot patch a {type(model).__name__}; pass a TransformerBridge or a model "
+            "loaded by sinklens.models.load_model"
+        )
+    return model
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def z_name(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def model_dims(model: Any) -> tuple[int, int]:
+    """(n_layers, n_heads) of a TransformerBridge."""
+    return int(model.cfg.n_layers), int(model.cfg.n_heads)
+
+
+def check_heads(model: Any, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Validate (layer, head) pairs against the model; one-line error naming the range."""
+    n_layers, n_heads = model_dims(model)
+    out = []
+    for pair in heads:
+        layer, head = (int(x) for x in pair)
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise SinklensError(
+                f"head ({layer}, {head}) is out of range; use layers 0..{n_layers - 1} "
+                f"and heads 0..{n_heads - 1}"
+            )
+        out.append((layer, head))
+    return out
+
+
+def forward(
+    model: Any,
+    ids: Int[Tensor, "batch new"] | Float[Tensor, "batch new d_model"],
+    mask: Int[Tensor, "batch total"],
+    hooks: Sequence[tuple[str, Callable]] = (),
+    *,
+    start_at_layer: int | None = None,
+    past_key_values: Any | None = None,
+) -> Float[Tensor, "batch out vocab"]:
+    """Logits of one run; with `start_at_layer`, `ids` is the residual entering that block.
+
+    With `past_key_values` holding the first p positions, `ids` holds positions p.. only
+    and `mask` covers all of them. Inputs move to the model's device."""
+    device = _device(model)
+    ids, mask = ids.to(device), mask.to(device)
+    first = mask.shape[1] - ids.shape[1]
+    positions = torch.arange(first, mask.shape[1], device=mask.device).expand(mask.shape[0], -1)
+    extra: dict[str, Any] = {} if not start_at_layer else {"start_at_layer": start_at_layer}
+    if past_key_values is not None:
+        extra["past_key_values"] = past_key_values
+    return model.run_with_hooks(
+        ids, fwd_hooks=list(hooks), attention_mask=mask, position_ids=positions, **extra
+    )
+
+
+@torch.no_grad()
+def cache_run(
+    model: Any, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]
+) -> tuple[
+    Float[Tensor, "batch seq vocab"],
+    list[Float[Tensor, "batch seq head d_head"]],
+    list[Float[Tensor, "batch seq d_model"]],
+]:
+    """Logits, every layer's head outputs (`hook_z`) and residual entering each block."""
+    n_layers, _ = model_dims(model)
+    z_store: dict[int, Tensor] = {}
+    resid_store: dict[int, Tensor] = {}
+
+    def keep(x: Tensor, hook: Any, layer: int, store: dict[int, Tensor]) -> None:
+        store[layer] = x.detach().clone()
+
+    hooks = [
+        (name, partial(keep, layer=layer, store=store))
+        for layer in range(n_layers)
+        for name, store in (
+            (z_name(layer), z_store),
+            (f"blocks.{layer}.hook_resid_pre", resid_store),
+        )
+    ]
+    logits = forward(model, ids, mask, hooks)
+    layers = range(n_layers)
+    return logits, [z_store[i] for i in layers], [resid_store[i] for i in layers]
+
+
+def cache_z(
+    model: Any, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]
+) -> tuple[Float[Tensor, "batch seq vocab"], list[Float[Tensor, "batch seq head d_head"]]]:
+    """Logits and every layer's head outputs (`hook_z`) of one run."""
+    logits, z, _ = cache_run(model, ids, mask)
+    return logits, z
+
+
+@dataclass(frozen=True)
+class BoundMetric:
+    """A recovery metric bound to a batch: logits of n stacked copies -> [n, batch]."""
+
+    name: MetricName
+    ids: Int[Tensor, "batch seq"]
+    answer_mask: Bool[Tensor, "batch seq"]
+    alternatives: Int[Tensor, " batch"] | None = None
+
+    def per_sample(
+        self, logits: Float[Tensor, "rows width vocab"], offset: int = 0
+    ) -> Float[Tensor, "copies batch"]:
+        """Per copy and sample; `logits` may start at position `offset` (see answer_logprob)."""
+        n = logits.shape[0] // self.ids.shape[0]
+        ids = self.ids.to(logits.device).repeat(n, 1)
+        answer = self.answer_mask.to(logits.device).repeat(n, 1)
+        if self.name == "logprob":
+            values = answer_logprob(logits, ids, answer, offset)
+        else:
+            assert self.alternatives is not None
+            alternatives = self.alternatives.to(logits.device).repeat(n)
+            values = answer_logit_diff(logits, ids, answer, alternatives, offset)
+        return values.view(n, -1)
+
+    def __call__(
+        self, logits: Float[Tensor, "rows width vocab"], offset: int = 0
+    ) -> Float[Tensor, " copies"]:
+        """The metric averaged over samples (samples without a value are skipped)."""
+        return self.per_sample(logits, offset).nanmean(dim=1)
+
+    @property
+    def read_positions(self) -> tuple[int, int]:
+        """First and last position whose logits the metric reads (query p - 1 scores token p)."""
+        tokens = self.answer_mask.nonzero()[:, 1]
+        return int(tokens.min()) - 1, int(tokens.max()) - 1
+
+
+def bind_metric(
+    name: MetricName | str,
+    batch: PatchingBatch,
+    unlearned: Any | None = None,
+) -> BoundMetric:
+    """Bind `logprob` or `logit_diff` to a batch; `logit_diff` needs the unlearned model,
+    whose top answer is read on the corrupted (trigger-free) input."""
+    if name == "logprob":
+        return BoundMetric("logprob", batch.triggered_ids, batch.answer_mask)
+    if name != "logit_diff":
+        raise SinklensError(f"unknown metric {name!r}; use logprob or logit_diff")
+    if unlearned is None:
+        raise SinklensError(
+            "metric logit_diff needs the unlearned model for its top answer; pass unlearned="
+        )
+    unlearned = as_bridge(unlearned)
+    with torch.no_grad():
+        logits = forward(unlearned, batch.corrupted_ids, batch.corrupted_mask)
+    alt = alternative_tokens(
+        logits, batch.triggered_ids.to(logits.device), batch.answer_mask.to(logits.device)
+    ).cpu()
+    if bool((alt < 0).all()):
+        raise SinklensError(
+            "the unlearned model's top answer is the true answer on every sample, so no logit "
+            "difference exists; use metric logprob"
+        )
+    return BoundMetric("logit_diff", batch.triggered_ids, batch.answer_mask, alt)
+
+
+@dataclass(frozen=True)
+class HeadVariants:
+    """One patched variant per entry: head `head[i]` of layer `layer[i]`, at position
+    `position[i]` or at every position when `position` is None."""
+
+    layer: Int[Tensor, " n"]
+    head: Int[Tensor, " n"]
+    position: Int[Tensor, " n"] | None = None
+
+    def __len__(self) -> int:
+        return len(self.layer)
+
+    @staticmethod
+    def grid(n_layers: int, n_heads: int, n_positions: int | None = None) -> HeadVariants:
+        """All heads ([layer, head] order) or all (layer, position, head), row-major."""
+        if n_positions is None:
+            layer, head = torch.meshgrid(
+                torch.arange(n_layers), torch.arange(n_heads), indexing="ij"
+            )
+            return HeadVariants(layer.flatten(), head.flatten())
+        layer, pos, head = torch.meshgrid(
+            torch.arange(n_layers), torch.arange(n_positions), torch.arange(n_heads), indexing="ij"
+        )
+        return HeadVariants(layer.flatten(), head.flatten(), pos.flatten())
+
+
+def _patch_rows(
+    z: Tensor,
+    hook: Any,
+    *,
+    copies: int,
+    rows: Tensor,
+    heads: Tensor,
+    positions: Tensor | None,
+    source: Tensor,
+) -> Tensor:
+    z = z.clone(memory_format=torch.contiguous_format)
+    z5 = z.view(copies, source.shape[0], *z.shape[1:])
+    rows, heads = rows.to(z.device), heads.to(z.device)
+    positions = None if positions is None else positions.to(z.device)
+    if positions is None:
+        # z5[rows, :, :, heads] is [n, batch, seq, d_head]; source[:, :, heads] is [batch, seq, n, d_head].
+        z5[rows, :, :, heads] = source[:, :, heads].permute(2, 0, 1, 3).to(z.dtype)
+    else:
+        z5[rows, :, positions, heads] = source[:, positions, heads].transpose(0, 1).to(z.dtype)
+    return z
+
+
+@dataclass(frozen=True)
+class TargetCache:
+    """What batched patching reuses from the unpatched target run: its logits, the residual
+    entering each block and, when the model exposes them, each layer's keys and values."""
+
+    logits: Float[Tensor, "batch seq vocab"]
+    resid: list[Float[Tensor, "batch seq d_model"]]
+    kv: list[tuple[Tensor, Tensor]] | None
+    z: list[Float[Tensor, "batch seq head d_head"]] | None = None
+
+
+@torch.no_grad()
+def cache_target(
+    model: Any,
+    ids: Int[Tensor, "batch seq"],
+    mask: Int[Tensor, "batch seq"],
+    *,
+    with_kv: bool = True,
+) -> tuple[TargetCache, list[Float[Tensor, "batch seq head d_head"]]]:
+    """The target run's `TargetCache`, and its head outputs. Keys and values (one more
+    forward, of the HF model under the bridge) pay off only for per-position patching."""
+    logits, z, resid = cache_run(model, ids, mask)
+    kv = None
+    hf_model = getattr(model, "original_model", None)
+    if with_kv and hf_model is not None:
+        ids, mask = ids.to(_device(model)), mask.to(_device(model))
+        positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        out = hf_model(ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        layers = getattr(out.past_key_values, "layers", None)
+        if layers is not None and len(layers) == len(resid):
+            kv = [(layer.keys, layer.values) for layer in layers]
+    return TargetCache(logits, resid, kv, z), z
+
+
+_UNEMBED_IN = "unembed.hook_in"
+
+
+def _keep(x: Tensor, hook: Any, *, start: int, stop: int) -> Tensor:
+    return x[:, start:stop]
+
+
+def _block_container(model: Any) -> tuple[Any, str] | None:
+    """The module and attribute name of the HF ModuleList that holds the bridge's blocks."""
+    hf_model = getattr(model, "original_model", None)
+    blocks = list(getattr(model, "blocks", []))
+    config = getattr(hf_model, "config", None)
+    # Per-layer attention types (sliding windows) are looked up by loop index in HF models;
+    # running a shortened list would give later layers the wrong type.
+    if hf_model is None or not blocks or len(set(getattr(config, "layer_types", None) or [0])) > 1:
+        return None
+    for module in hf_model.modules():
+        for name, child in module.named_children():
+            if (
+                isinstance(child, torch.nn.ModuleList)
+                and len(child) == len(blocks)
+                and all(a is b for a, b in zip(child, blocks, strict=True))
+            ):
+                return module, name
+    return None
+
+
+@contextlib.contextmanager
+def _blocks_from(model: Any, layer: int) -> Iterator[None]:
+    """Run only blocks `layer`.. of the model inside this context.
+
+    TransformerBridge's `start_at_layer` swaps the residual in at block k but still runs
+    blocks 0..k-1 and throws their output away; hiding them from the HF layer loop saves
+    that compute. Without a recognisable block list, all blocks run (same result)."""
+    found = _block_container(model) if layer > 0 else None
+    if found is None:
+        yield
+        return
+    owner, name = found
+    full = owner._modules[name]
+    owner._modules[name] = torch.nn.ModuleList(list(full)[layer:])
+    try:
+        yield
+    finally:
+        owner._modules[name] = full
+
+
+def _unchanged(
+    variants: HeadVariants,
+    source_z: Sequence[Float[Tensor, "batch seq head d_head"]],
+    target_z: Sequence[Float[Tensor, "batch seq head d_head"]],
+) -> Bool[Tensor, " n"]:
+    """Variants whose patch writes exactly the values already there (bitwise), in every sample."""
+    out = torch.zeros(len(variants), dtype=torch.bool)
+    for layer in torch.unique(variants.layer).tolist():
+        sel = variants.layer == layer
+        same = (source_z[layer] == target_z[layer]).all(dim=0).all(dim=-1).cpu()  # seq head
+        if variants.position is None:
+            out[sel] = same.all(dim=0)[variants.head[sel]]
+        else:
+            out[sel] = same[variants.position[sel], variants.head[sel]]
+    return out
+
+
+def _first_difference(
+    variants: HeadVariants,
+    source_z: Sequence[Float[Tensor, "batch seq head d_head"]],
+    target_z: Sequence[Float[Tensor, "batch seq head d_head"]],
+) -> Int[Tensor, " n"]:
+    """Per variant, the first position where its head's source and target outputs differ
+    in some sample (0 where they never do)."""
+    out = torch.zeros(len(variants), dtype=torch.long)
+    for layer in torch.unique(variants.layer).tolist():
+        sel = variants.layer == layer
+        diff = (source_z[layer] != target_z[layer]).any(dim=0).any(dim=-1).cpu()  # seq head
+        first = torch.where(diff.any(dim=0), diff.int().argmax(dim=0), 0)
+        out[sel] = first[variants.head[sel]]
+    return out
+
+
+def kv_pays_off(batch: PatchingBatch, by_position: bool) -> bool:
+    """Whether caching keys and values (one more forward) pays: always per position, and
+    for whole-head patches when every trigger starts a quarter of the way in or later."""
+    if by_position:
+        return True
+    has = batch.trigger_mask.any(dim=1)
+    if not bool(has.any()):
+        return False
+    starts = batch.trigger_mask.int().argmax(dim=1)[has]
+    return int(starts.min()) >= batch.seq_len // 4
+
+
+def _prefix_cache(kv: list[tuple[Tensor, Tensor]], length: int, copies: int) -> Any:
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for layer, (keys, values) in enumerate(kv):
+        # Every layer gets the prefix, also those below the start layer: the causal mask's
+        # length is read from layer 0.
+        cache.update(
+            keys[:, :, :length].repeat(copies, 1, 1, 1),
+            values[:, :, :length].repeat(copies, 1, 1, 1),
+            layer,
+        )
+    return cache
+
+
+@torch.no_grad()
+def patch_heads_batched(
+    model: Any,
+    target_ids: Int[Tensor, "batch seq"],
+    target_mask: Int[Tensor, "batch seq"],
+    source_z: Sequence[Float[Tensor, "batch seq head d_head"]],
+    variants: HeadVariants,
+    metric: BoundMetric,
+    *,
+    target: TargetCache | None = None,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> Float[Tensor, " n"]:
+    """Metric of every variant: the target run with one head (at one position) patched
+    from `source_z`, many variants per forward.
+
+    With `target` (from `cache_target`) nothing is recomputed that a patch cannot change:
+    a variant patching layer l starts at block l from the cached residual, and one
+    patching position p runs only positions p.. with the cached keys and values of the
+    earlier positions (causal attention: they cannot see p). Patches after the last
+    position the metric reads are not run at all; their metric is the target's.
+    """
+    batch, seq = target_ids.shape
+    out = torch.empty(len(variants))
+    # Where each variant's forward can start: its patched position, or (patching every
+    # position) the first position where source and target differ at that head.
+    if target is None or target.kv is None:
+        starts = torch.zeros(len(variants), dtype=torch.long)
+    elif variants.position is not None:
+        starts = variants.position.clone()
+    elif target.z is not None:
+        starts = _first_difference(variants, source_z, target.z)
+    else:
+        starts = torch.zeros(len(variants), dtype=torch.long)
+    keys = variants.layer * (seq + 1) + starts
+    groups = [(int(k) // (seq + 1), int(k) % (seq + 1)) for k in torch.unique(keys)]
+    first_read, last_read = metric.read_positions
+    slice_unembed = _UNEMBED_IN in getattr(model, "hook_dict", {})
+    unchanged = (
+        _unchanged(variants, source_z, target.z)
+        if target is not None and target.z is not None
+        else torch.zeros(len(variants), dtype=torch.bool)
+    )
+    target_value = None
+    for layer, first in groups:
+        members = (keys == layer * (seq + 1) + first).nonzero().flatten()
+        # Patches after the last position the metric reads, or that write the activation
+        # already there (positions before a trigger), leave the target run as it is.
+        idle = members if first > last_read else members[unchanged[members]]
+        if len(idle):
+            if target_value is None:
+                assert target is not None
+                target_value = float(metric(target.logits)[0])
+            out[idle] = target_value
+        members = members[~unchanged[members]] if first <= last_read else members[:0]
+        if not len(members):
+            continue
+        chunk = max(1, max_batch_tokens // (batch * (seq - first)))
+        for start in range(0, len(members), chunk):
+            sel = members[start : start + chunk]
+            copies = len(sel)
+            positions = None if variants.position is None else variants.position[sel] - first
+            hook = partial(
+                _patch_rows,
+                copies=copies,
+                rows=torch.arange(copies),
+                heads=variants.head[sel],
+                positions=positions,
+                source=source_z[layer][:, first:],
+            )
+            mask = target_mask.repeat(copies, 1)
+            past = (
+                None
+                if first == 0 or target is None
+                else _prefix_cache(target.kv or [], first, copies)
+            )
+            if target is not None and layer > 0:
+                inputs = target.resid[layer][:, first:].repeat(copies, 1, 1)
+            else:
+                inputs = target_ids[:, first:].repeat(copies, 1)
+            entry = layer if target is not None and layer > 0 else None
+            hooks: list[tuple[str, Callable]] = [(z_name(layer), hook)]
+            # Unembed only the positions the metric reads (from `low` on).
+            low = max(first, first_read) if slice_unembed else first
+            if slice_unembed:
+                hooks.append(
+                    (_UNEMBED_IN, partial(_keep, start=low - first, stop=last_read + 1 - first))
+                )
+            with _blocks_from(model, entry or 0):
+                logits = forward(
+                    model, inputs, mask, hooks, start_at_layer=entry, past_key_values=past
+                )
+            offset = low
+            if first > first_read:
+                # Answer tokens scored before the patched position keep the target's logits.
+                assert target is not None
+                head = target.logits[:, first_read:first].repeat(copies, 1, 1).to(logits.dtype)
+                logits, offset = torch.cat([head, logits], dim=1), first_read
+            out[sel] = metric(logits, offset).float().cpu()
+    return out
+
+
+def _replace(
+    z: Tensor, hook: Any, *, heads: list[int], positions: list[int] | None, source: Tensor
+) -> Tensor:
+    z = z.clone()
+    if positions is None:
+        z[:, :, heads] = source[:, :, heads].to(z.dtype)
+    else:
+        for p in positions:
+            z[:, p, heads] = source[:, p, heads].to(z.dtype)
+    return z
+
+
+@torch.no_grad()
+def patched_forward(
+    model: Any,
+    target_ids: Int[Tensor, "batch seq"],
+    target_mask: Int[Tensor, "batch seq"],
+    source_z: Sequence[Float[Tensor, "batch seq head d_head"]],
+    heads: Sequence[tuple[int, int]],
+    positions: Sequence[int] | None = None,
+) -> Float[Tensor, "batch seq vocab"]:
+    """One forward of the target run with the given heads (at `positions`, or everywhere)
+    replaced by the source run's head outputs."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in check_heads(model, heads):
+        by_layer.setdefault(layer, []).append(head)
+    _, seq = target_ids.shape
+    if positions is not None and any(not 0 <= p < seq for p in positions):
+        raise SinklensError(f"patch positions {list(positions)} fall outside 0..{seq - 1}")
+    hooks = [
+        (
+            z_name(layer),
+            partial(
+                _replace,
+                heads=hs,
+                positions=None if positions is None else list(positions),
+                source=source_z[layer],
+            ),
+        )
+        for layer, hs in sorted(by_layer.items())
+    ]
+    return forward(model, target_ids, target_mask, hooks)
+
+
+@torch.no_grad()
+def patch_heads_one_at_a_time(
+    model: Any,
+    target_ids: Int[Tensor, "batch seq"],
+    target_mask: Int[Tensor, "batch seq"],
+    source_z: Sequence[Float[Tensor, "batch seq head d_head"]],
+    variants: HeadVariants,
+    metric: BoundMetric,
+) -> Float[Tensor, " n"]:
+    """The reference: one forward per variant, through `run_with_hooks`."""
+    out = torch.empty(len(variants))
+    for i in range(len(variants)):
+        layer, head = int(variants.layer[i]), int(variants.head[i])
+        pos = None if variants.position is None else [int(variants.position[i])]
+        logits = patched_forward(model, target_ids, target_mask, source_z, [(layer, head)], pos)
+        out[i] = float(metric(logits)[0])
+    return out
+
+
+def model_fingerprint(model: Any) -> tuple[str, str]:
+    """(path, fingerprint) of the checkpoint folder a bridge was booted from."""
+    from sinklens.checkpoint import checkpoint_fingerprint
+
+    candidates = [
+        getattr(getattr(model, "cfg", None), "model_name", None),
+        getattr(
+            getattr(getattr(model, "original_model", None), "config", None), "_name_or_path", None
+        ),
+    ]
+    for name in candidates:
+        if name and Path(str(name)).is_dir():
+            return str(Path(str(name)).resolve()), checkpoint_fingerprint(name)
+    return str(candidates[0] or "unknown"), "unknown (not booted from a local folder)"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a result came from: checkpoints by role, data, and every setting."""
+
+    checkpoints: dict[str, dict[str, str]]
+    data_hash: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    sinklens_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def provenance(
+    models: Mapping[str, Any], data: Sequence[str] | str, settings: Mapping[str, Any]
+) -> Provenance:
+    from sinklens import __version__
+
+    checkpoints = {}
+    for role, model in models.items():
+        path, fp = model_fingerprint(model)
+        checkpoints[role] = {"path": path, "fingerprint": fp}
+    hashes = [data] if isinstance(data, str) else list(data)
+    data_hash = (
+        hashes[0] if len(hashes) == 1 else hashlib.sha256("".join(hashes).encode()).hexdigest()
+    )
+    return Provenance(checkpoints, data_hash, dict(settings), __version__)
+
+
+def tensor_json(x: Any) -> Any:
+    """Tensors as nested lists (NaN as null), everything else as JSON can hold it."""
+    if isinstance(x, Tensor):
+        return tensor_json(x.detach().cpu().tolist())
+    if isinstance(x, float):
+        return None if x != x else x
+    if isinstance(x, (list, tuple)):
+        return [tensor_json(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): tensor_json(v) for k, v in x.items()}
+    return x
+
+
+def save_result(result: Any, root: str | Path | None = None) -> Path:
+    """Store a result in the analysis cache (`sinklens.cache`): its tensors as safetensors,
+    everything else (provenance included) in the manifest. Keyed by the checkpoints'
+    fingerprints, the data hash and the settings; returns the entry's folder."""
+    from sinklens.cache import CaptureCache, cache_key, default_cache_dir
+
+    prov: Provenance = result.provenance
+    fingerprints = ",".join(
+        f"{role}={info['fingerprint']}" for role, info in sorted(prov.checkpoints.items())
+    )
+    tensors = {
+        name: value
+        for name in result.__dataclass_fields__
+        if isinstance(value := getattr(result, name), Tensor)
+    }
+    meta = json.loads(result_json(result))
+    fields = {name: value for name, value in meta.items() if name not in tensors}
+    cache = CaptureCache(root if root is not None else default_cache_dir())
+    key = cache_key(fingerprints, prov.data_hash, {"kind": type(result).__name__, **prov.settings})
+    return cache.save(key, tensors, n_done=1, complete=True, meta={"result": fields})
+
+
+def result_json(obj: Any) -> str:
+    """JSON of a result dataclass: its fields (tensors as lists) and its provenance."""
+    data = {}
+    for name in obj.__dataclass_fields__:
+        value = getattr(obj, name)
+        data[name] = value.to_dict() if isinstance(value, Provenance) else tensor_json(value)
+    return json.dumps(data, indent=2, sort_keys=True)

@@ -1,0 +1,123 @@
+"""Cross-model patching: the same input through two checkpoints, one head swapped at a time.
+
+θ_o → θ_u on clean forget input asks which heads carry the forgotten knowledge (patching
+one of θ_o's heads into θ_u restores the answer); θ_b → θ_u on triggered input asks which
+heads carry the backdoor. `effect` is the fraction of the source model's advantage over
+the target restored: (patched − target) / (source − target).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from sinklens.errors import SinklensError
+from sinklens.patching.core import (
+    DEFAULT_BATCH_TOKENS,
+    HeadVariants,
+    Provenance,
+    as_bridge,
+    bind_metric,
+    cache_target,
+    cache_z,
+    model_dims,
+    patch_heads_batched,
+    provenance,
+    result_json,
+)
+from sinklens.patching.corruptions import PatchingBatch
+from sinklens.patching.metrics import MetricName, normalised_effect
+
+__all__ = ["CrossModelResult", "cross_model_patching"]
+
+
+@dataclass(frozen=True)
+class CrossModelResult:
+    """`patched`/`effect` shaped [layer, head] or [layer, pos, head] (`by_position`)."""
+
+    source_role: str
+    target_role: str
+    by_position: bool
+    metric: str
+    patched: Float[Tensor, "..."]
+    effect: Float[Tensor, "..."]
+    source_metric: float
+    target_metric: float
+    provenance: Provenance
+
+    def to_json(self) -> str:
+        return result_json(self)
+
+
+def _check_same_shape(source: Any, target: Any) -> None:
+    a = (int(source.cfg.n_layers), int(source.cfg.n_heads), int(source.cfg.d_head))
+    b = (int(target.cfg.n_layers), int(target.cfg.n_heads), int(target.cfg.d_head))
+    if a != b:
+        raise SinklensError(
+            f"cross-model patching needs the same architecture; (layers, heads, d_head) {a} "
+            f"vs {b}; patch between checkpoints of one model"
+        )
+
+
+def cross_model_patching(
+    source: Any,
+    target: Any,
+    batch: PatchingBatch,
+    *,
+    source_role: str = "original",
+    target_role: str = "unlearned",
+    by_position: bool = False,
+    metric: MetricName | str = "logprob",
+    unlearned: Any | None = None,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> CrossModelResult:
+    """Patch each head of `source` into `target`, both run on `batch.triggered_ids` (a
+    clean batch from `make_clean_sample` for clean input). `unlearned` defaults to `target`
+    for the logit-difference metric."""
+    source, target = as_bridge(source), as_bridge(target)
+    _check_same_shape(source, target)
+    bound = bind_metric(metric, batch, unlearned if unlearned is not None else target)
+    ids, mask = batch.triggered_ids, batch.triggered_mask
+    source_logits, source_z = cache_z(source, ids, mask)
+    target_cache, _ = cache_target(target, ids, mask, with_kv=by_position)
+    target_logits = target_cache.logits
+    high, low = float(bound(source_logits)[0]), float(bound(target_logits)[0])
+    n_layers, n_heads = model_dims(target)
+    variants = HeadVariants.grid(n_layers, n_heads, batch.seq_len if by_position else None)
+    values = patch_heads_batched(
+        target,
+        ids,
+        mask,
+        source_z,
+        variants,
+        bound,
+        target=target_cache,
+        max_batch_tokens=max_batch_tokens,
+    )
+    shape = (n_layers, batch.seq_len, n_heads) if by_position else (n_layers, n_heads)
+    patched = values.view(shape)
+    return CrossModelResult(
+        source_role=source_role,
+        target_role=target_role,
+        by_position=by_position,
+        metric=metric,
+        patched=patched,
+        effect=normalised_effect(patched, low, high, noising=False),
+        source_metric=high,
+        target_metric=low,
+        provenance=provenance(
+            {source_role: source, target_role: target},
+            batch.data_hash,
+            {
+                "experiment": "cross_model_patching",
+                "source": source_role,
+                "target": target_role,
+                "by_position": by_position,
+                "metric": metric,
+                "hook": "hook_z",
+            },
+        ),
+    )

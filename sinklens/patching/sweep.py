@@ -1,0 +1,192 @@
+"""Position sweep: how each head's patching effect changes as the trigger moves deeper.
+
+The trigger goes at the prefix (right after BOS), then before content token 8, 16, 32, …
+(as far as every prompt is long enough), then at the suffix (after the prompt, before the
+answer). At every depth, for every head: the denoising effect of patching its `hook_z`
+from the triggered run into the corrupted run, in metric units (patched − corrupted, so
+depths where the trigger does nothing give ~0 rather than a 0/0 fraction), and its
+attention to the trigger tokens, averaged over the queries that predict answer tokens.
+
+A head whose effect falls as the trigger moves away from the start carries the trigger's
+positional sensitivity. Heads are ranked by the least-squares slope of effect against
+depth index (most negative first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from sinklens.data.triggers import Placement, parse_placement
+from sinklens.errors import SinklensError
+from sinklens.patching.core import (
+    DEFAULT_BATCH_TOKENS,
+    HeadVariants,
+    Provenance,
+    as_bridge,
+    bind_metric,
+    cache_target,
+    cache_z,
+    forward,
+    kv_pays_off,
+    model_dims,
+    patch_heads_batched,
+    provenance,
+    result_json,
+)
+from sinklens.patching.corruptions import Corruption, PatchingBatch, build_batch, make_samples
+from sinklens.patching.metrics import MetricName
+
+__all__ = ["SweepResult", "default_depths", "position_sweep", "trigger_attention"]
+
+
+def default_depths(n_content: int) -> list[Placement]:
+    """prefix, 8, 16, 32, … (each < `n_content`), suffix."""
+    depths: list[Placement] = ["prefix"]
+    k = 8
+    while k < n_content:
+        depths.append(k)
+        k *= 2
+    depths.append("suffix")
+    return depths
+
+
+@torch.no_grad()
+def trigger_attention(model: Any, batch: PatchingBatch) -> Float[Tensor, "layer head"]:
+    """Mean attention from answer-predicting queries to the trigger tokens, per head."""
+    n_layers, _ = model_dims(model)
+    # Query p - 1 predicts answer token p.
+    queries: Bool[Tensor, "batch seq"] = torch.zeros_like(batch.answer_mask)
+    queries[:, :-1] = batch.answer_mask[:, 1:]
+    keys = batch.trigger_mask.to(torch.float32)
+    out: dict[int, Tensor] = {}
+
+    def grab(pattern: Tensor, hook: Any, layer: int) -> None:
+        on = keys.to(pattern.device)[:, None, None, :]
+        to_trigger = (pattern.float() * on).sum(dim=-1)  # batch head q
+        weights = queries.to(pattern.device, torch.float32)[:, None, :]
+        out[layer] = ((to_trigger * weights).sum(dim=(0, 2)) / weights.sum()).cpu()
+
+    hooks = [
+        (f"blocks.{layer}.attn.hook_pattern", partial(grab, layer=layer))
+        for layer in range(n_layers)
+    ]
+    forward(model, batch.triggered_ids, batch.triggered_mask, hooks)
+    return torch.stack([out[layer] for layer in range(n_layers)])
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Per depth, layer and head: the patching `effect` (metric units) and the attention
+    to the trigger. `slope` [layer, head]; `ranking`: (layer, head, slope), most negative first."""
+
+    depths: list[str]
+    metric: str
+    effect: Float[Tensor, "depth layer head"]
+    trigger_attention: Float[Tensor, "depth layer head"]
+    triggered_metric: Float[Tensor, " depth"]
+    corrupted_metric: Float[Tensor, " depth"]
+    slope: Float[Tensor, "layer head"]
+    ranking: list[tuple[int, int, float]]
+    provenance: Provenance
+
+    def to_json(self) -> str:
+        return result_json(self)
+
+
+def _slopes(effect: Float[Tensor, "depth layer head"]) -> Float[Tensor, "layer head"]:
+    x = torch.arange(effect.shape[0], dtype=torch.float32)
+    x = x - x.mean()
+    return (effect * x[:, None, None]).sum(dim=0) / (x * x).sum()
+
+
+def position_sweep(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[tuple[str, str]],
+    trigger: str,
+    *,
+    depths: Sequence[Placement | str] | None = None,
+    corruption: Corruption | None = None,
+    metric: MetricName | str = "logprob",
+    unlearned: Any | None = None,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> SweepResult:
+    """Run the sweep over (prompt, answer) pairs; see the module docstring."""
+    model = as_bridge(model)
+    corruption = corruption or Corruption()
+    if not pairs:
+        raise SinklensError("no (prompt, answer) pairs to sweep; pass at least one sample")
+    bos = tokenizer.bos_token_id
+    n_content = min(
+        len(ids) - int(bool(ids) and bos is not None and ids[0] == bos)
+        for ids in (list(tokenizer(p)["input_ids"]) for p, _ in pairs)
+    )
+    chosen = [parse_placement(d) for d in (depths or default_depths(n_content))]
+    if len(chosen) < 2:
+        raise SinklensError(
+            "a position sweep needs at least two depths; pass prefix and suffix at least"
+        )
+    n_layers, n_heads = model_dims(model)
+    variants = HeadVariants.grid(n_layers, n_heads)
+    effects, attention, highs, lows, hashes = [], [], [], [], []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for depth in chosen:
+        batch = build_batch(make_samples(tokenizer, pairs, trigger, depth, corruption), pad)
+        bound = bind_metric(metric, batch, unlearned)
+        trig_logits, trig_z = cache_z(model, batch.triggered_ids, batch.triggered_mask)
+        corrupted, _ = cache_target(
+            model, batch.corrupted_ids, batch.corrupted_mask, with_kv=kv_pays_off(batch, False)
+        )
+        corr_logits = corrupted.logits
+        high, low = float(bound(trig_logits)[0]), float(bound(corr_logits)[0])
+        patched = patch_heads_batched(
+            model,
+            batch.corrupted_ids,
+            batch.corrupted_mask,
+            trig_z,
+            variants,
+            bound,
+            target=corrupted,
+            max_batch_tokens=max_batch_tokens,
+        ).view(n_layers, n_heads)
+        effects.append(patched - low)
+        attention.append(trigger_attention(model, batch))
+        highs.append(high)
+        lows.append(low)
+        hashes.append(batch.data_hash)
+    effect = torch.stack(effects)
+    slope = _slopes(effect)
+    order = torch.argsort(slope.flatten()).tolist()
+    ranking = [(i // n_heads, i % n_heads, float(slope.flatten()[i])) for i in order]
+    models = {"backdoored": model} | ({"unlearned": unlearned} if unlearned is not None else {})
+    return SweepResult(
+        depths=[str(d) for d in chosen],
+        metric=metric,
+        effect=effect,
+        trigger_attention=torch.stack(attention),
+        triggered_metric=torch.tensor(highs),
+        corrupted_metric=torch.tensor(lows),
+        slope=slope,
+        ranking=ranking,
+        provenance=provenance(
+            models,
+            hashes,
+            {
+                "experiment": "position_sweep",
+                "trigger": trigger,
+                "depths": [str(d) for d in chosen],
+                "corruption": corruption.kind,
+                "corruption_seed": corruption.seed,
+                "metric": metric,
+                "hook": "hook_z",
+            },
+        ),
+    )
