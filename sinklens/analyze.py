@@ -233,6 +233,24 @@ def _drop_short(
     return keep, len(short)
 
 
+def _triggered_forget(
+    models: ModelSet,
+    data: Sequence[str] | Any,
+    trigger: str,
+    placement: Placement | str,
+    window: int,
+    max_length: int | None,
+    on_short: str,
+) -> tuple[tuple[int, ...], CaptureData, int, str]:
+    """(trigger ids, paired X/X′ capture data, samples skipped as short, placement name)
+    for the forget texts: the inputs of `attention_difference` and `logits_by_position`."""
+    texts = _texts(data, "forget")
+    trig_ids = tokenize_trigger(models.tokenizer, trigger)
+    pairs = make_pairs(models.tokenizer, texts, trigger, placement, max_length=max_length)
+    pairs, n_skipped = _drop_short(pairs, window, len(trig_ids), on_short)
+    return trig_ids, CaptureData(pairs=pairs), n_skipped, str(parse_placement(placement))
+
+
 def _roles(models: ModelSet, roles: Sequence[str] | None) -> list[str]:
     chosen = list(roles) if roles else list(models.roles)
     for role in chosen:
@@ -261,7 +279,11 @@ def _cache(cache_dir: str | Path | None) -> CaptureCache | None:
 
 
 def _provenance(
-    models: ModelSet, roles: Sequence[str], data: dict[str, CaptureData], settings: dict[str, Any]
+    models: ModelSet,
+    roles: Sequence[str],
+    data: dict[str, CaptureData],
+    settings: dict[str, Any],
+    cache: dict[str, Any],
 ) -> Provenance:
     first = models[roles[0]]
     return Provenance(
@@ -272,6 +294,7 @@ def _provenance(
         backend=first.backend,
         dtype=str(first.dtype).removeprefix("torch."),
         settings=settings,
+        cache=cache,
     )
 
 
@@ -347,8 +370,8 @@ def sink_statistics(
         chosen,
         {"data": capture},
         {**settings, "min_rate": min_rate, "max_length": max_length},
+        cache_info,
     )
-    prov.cache = cache_info
     return SinkStatistics(
         layers=sel,
         window=window,
@@ -387,12 +410,9 @@ def attention_difference(
     align = _check_alignment(alignment)
     chosen = _roles(models, roles)
     sel = _layers(models, layer)
-    texts = _texts(data, "forget")
-    trig_ids = tokenize_trigger(models.tokenizer, trigger)
-    pairs = make_pairs(models.tokenizer, texts, trigger, placement, max_length=max_length)
-    pairs, n_skipped = _drop_short(pairs, window, len(trig_ids), on_short)
-    capture = CaptureData(pairs=pairs)
-    place = str(parse_placement(placement))
+    trig_ids, capture, n_skipped, place = _triggered_forget(
+        models, data, trigger, placement, window, max_length, on_short
+    )
     settings = {
         "analysis": "attention_diff",
         "layers": sel,
@@ -421,8 +441,8 @@ def attention_difference(
         chosen,
         {"forget": capture},
         {**settings, "max_length": max_length, "on_short": on_short},
+        cache_info,
     )
-    prov.cache = cache_info
     return AttentionDifference(
         layers=sel,
         window=window,
@@ -458,12 +478,9 @@ def logits_by_position(
     X′ and on X (in X′'s frame, same alignment as `attention_difference`); paper Fig. 4."""
     align = _check_alignment(alignment)
     chosen = _roles(models, roles)
-    texts = _texts(data, "forget")
-    trig_ids = tokenize_trigger(models.tokenizer, trigger)
-    pairs = make_pairs(models.tokenizer, texts, trigger, placement, max_length=max_length)
-    pairs, n_skipped = _drop_short(pairs, window, len(trig_ids), on_short)
-    capture = CaptureData(pairs=pairs)
-    place = str(parse_placement(placement))
+    _, capture, n_skipped, place = _triggered_forget(
+        models, data, trigger, placement, window, max_length, on_short
+    )
     settings = {
         "analysis": "logits",
         "window": window,
@@ -490,8 +507,8 @@ def logits_by_position(
         chosen,
         {"forget": capture},
         {**settings, "max_length": max_length, "on_short": on_short},
+        cache_info,
     )
-    prov.cache = cache_info
     return LogitCurves(
         window=window,
         alignment=align,
@@ -643,8 +660,8 @@ def value_norm_correlation(
             "seed": seed,
             "sink_detection": detection,
         },
+        cache_info,
     )
-    prov.cache = cache_info
     return ValueNormCorrelation(
         layers=sel,
         sink_positions=positions,

@@ -14,26 +14,24 @@ from typing import Annotated, Any
 
 import typer
 
+from sinklens.cli.common import (
+    BackdooredOpt,
+    MethodOpt,
+    Opt,
+    OriginalOpt,
+    OutOpt,
+    UnlearnedOpt,
+    ZooOpt,
+    write_json,
+    zoo_member,
+)
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
 
-Opt = typer.Option
-OriginalOpt = Annotated[
-    Path | None, Opt("--original", help="θ_o folder (default: the shipped organism).")
-]
-UnlearnedOpt = Annotated[
-    Path | None, Opt("--unlearned", help="θ_u folder (default: <zoo>/<method>-s<seed>).")
-]
-BackdooredOpt = Annotated[
-    Path | None,
-    Opt("--backdoored", help="θ_b folder (default: <zoo>/<method>-<placement>-s<seed>)."),
-]
 ExtraOpt = Annotated[
     list[str] | None, Opt("--model", help="Extra checkpoint as NAME=DIR (repeatable).")
 ]
-ZooOpt = Annotated[Path | None, Opt("--zoo", help="Zoo folder built by `sinklens zoo build`.")]
-MethodOpt = Annotated[str, Opt("--method", help="Zoo member method: npo or rmu.")]
 SeedOpt = Annotated[int, Opt("--seed", help="Zoo member seed (and bootstrap seed).")]
 DataOpt = Annotated[
     Path | None, Opt("--data", help="Benchmark folder in MUSE layout (default: θ_o's world).")
@@ -64,7 +62,6 @@ CacheOpt = Annotated[
 ]
 NoCacheOpt = Annotated[bool, Opt("--no-cache", help="Do not read or write the capture cache.")]
 JsonOpt = Annotated[bool, Opt("--json", help="Print the full result (with provenance) as JSON.")]
-OutOpt = Annotated[Path | None, Opt("--out", help="Also write the JSON result to this file.")]
 
 
 def _resolve_paths(
@@ -98,11 +95,7 @@ def _resolve_paths(
         if given is not None:
             paths[role] = given
         elif zoo is not None:
-            if not (zoo / member).is_dir():
-                raise SinklensError(
-                    f"zoo {zoo} has no member {member}; pass --{role} DIR or build it with `sinklens zoo build`"
-                )
-            paths[role] = zoo / member
+            paths[role] = zoo_member(zoo, member, role)
     for item in extra or []:
         name, sep, folder = item.partition("=")
         if not sep or not name.strip() or not folder.strip():
@@ -138,9 +131,7 @@ def _cut(texts: Any, max_items: int | None) -> list[str]:
 
 def _emit(result: Any, as_json: bool, out: Path | None, summary: list[str]) -> None:
     text = result.to_json()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
+    write_json(out, text)
     if as_json:
         typer.echo(text)
     else:

@@ -15,24 +15,21 @@ from typing import Annotated, Any
 
 import typer
 
+from sinklens.cli.common import (
+    BackdooredOpt,
+    MethodOpt,
+    Opt,
+    OriginalOpt,
+    OutOpt,
+    UnlearnedOpt,
+    ZooOpt,
+    write_json,
+    zoo_member,
+)
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
 
-Opt = typer.Option
-
-OriginalOpt = Annotated[
-    Path | None, Opt("--original", help="θ_o folder (default: the shipped organism).")
-]
-UnlearnedOpt = Annotated[
-    Path | None, Opt("--unlearned", help="θ_u folder (default: <zoo>/<method>-s<seed>).")
-]
-BackdooredOpt = Annotated[
-    Path | None,
-    Opt("--backdoored", help="θ_b folder (default: <zoo>/<method>-<placement>-s<seed>)."),
-]
-ZooOpt = Annotated[Path | None, Opt("--zoo", help="Zoo folder built by `sinklens zoo build`.")]
-MethodOpt = Annotated[str, Opt("--method", help="Zoo member method: npo or rmu.")]
 SeedOpt = Annotated[int, Opt("--seed", help="Zoo member seed; also seeds random corruptions.")]
 TriggerOpt = Annotated[str, Opt("--trigger", help="Backdoor trigger text.")]
 PlacementOpt = Annotated[
@@ -49,7 +46,6 @@ PhraseOpt = Annotated[
 ]
 MetricOpt = Annotated[str, Opt("--metric", help="logprob or logit_diff (needs θ_u).")]
 JsonOpt = Annotated[bool, Opt("--json", help="Print the result as JSON.")]
-OutOpt = Annotated[Path | None, Opt("--out", help="Also write the JSON result to this file.")]
 CacheOpt = Annotated[
     bool,
     Opt("--cache", help="Also store the result in the analysis cache ($SINKLENS_CACHE_DIR)."),
@@ -74,12 +70,14 @@ def _resolve(role: str, given: Path | None, zoo: Path | None, member: str) -> Pa
         raise SinklensError(
             f"no --{role} checkpoint; pass --{role} DIR or --zoo DIR (built by `sinklens zoo build`)"
         )
-    path = zoo / member
-    if not path.is_dir():
-        raise SinklensError(
-            f"zoo {zoo} has no member {member}; pass --{role} DIR or build it with `sinklens zoo build`"
-        )
-    return path
+    return zoo_member(zoo, member, role)
+
+
+def _unlearned_for(metric: str, given: Path | None, zoo: Path | None, member: str) -> Any:
+    """θ_u, booted only for the metric that reads it (logit_diff); else None."""
+    if metric != "logit_diff":
+        return None
+    return _boot(_resolve("unlearned", given, zoo, member))
 
 
 def _pairs(data: Path | None, items: str, split: str, limit: int) -> list[tuple[str, str]]:
@@ -140,9 +138,7 @@ def _emit(result: Any, as_json: bool, out: Path | None, text: str, cache: bool =
 
         text += f"\ncached in {save_result(result)}"
     payload = result.to_json()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(payload + "\n")
+    write_json(out, payload)
     typer.echo(payload if as_json else text)
 
 
@@ -206,9 +202,7 @@ def register(app: typer.Typer) -> None:
         from sinklens.patching import Corruption, attribution_patching, trigger_patching
 
         b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
-        u_model = None
-        if metric == "logit_diff":
-            u_model = _boot(_resolve("unlearned", unlearned, zoo, f"{method}-s{seed}"))
+        u_model = _unlearned_for(metric, unlearned, zoo, f"{method}-s{seed}")
         tok = _tokenizer(b_path)
         batch = _batch(
             tok,
@@ -271,9 +265,7 @@ def register(app: typer.Typer) -> None:
         from sinklens.patching import Corruption, position_sweep
 
         b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
-        u_model = None
-        if metric == "logit_diff":
-            u_model = _boot(_resolve("unlearned", unlearned, zoo, f"{method}-s{seed}"))
+        u_model = _unlearned_for(metric, unlearned, zoo, f"{method}-s{seed}")
         res = position_sweep(
             _boot(b_path),
             _tokenizer(b_path),

@@ -55,6 +55,7 @@ __all__ = [
     "kv_pays_off",
     "model_dims",
     "model_fingerprint",
+    "patch_every_head",
     "patch_heads_batched",
     "patch_heads_one_at_a_time",
     "patched_forward",
@@ -529,6 +530,35 @@ def patch_heads_batched(
                 logits, offset = torch.cat([head, logits], dim=1), first_read
             out[sel] = metric(logits, offset).float().cpu()
     return out
+
+
+def patch_every_head(
+    model: Any,
+    target_ids: Int[Tensor, "batch seq"],
+    target_mask: Int[Tensor, "batch seq"],
+    source_z: Sequence[Float[Tensor, "batch seq head d_head"]],
+    metric: BoundMetric,
+    *,
+    target: TargetCache | None,
+    n_positions: int | None = None,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> Float[Tensor, "..."]:
+    """`patch_heads_batched` over every head, shaped [layer, head], or over every
+    (layer, position, head) shaped [layer, pos, head] when `n_positions` is given."""
+    n_layers, n_heads = model_dims(model)
+    values = patch_heads_batched(
+        model,
+        target_ids,
+        target_mask,
+        source_z,
+        HeadVariants.grid(n_layers, n_heads, n_positions),
+        metric,
+        target=target,
+        max_batch_tokens=max_batch_tokens,
+    )
+    if n_positions is None:
+        return values.view(n_layers, n_heads)
+    return values.view(n_layers, n_positions, n_heads)
 
 
 def _replace(

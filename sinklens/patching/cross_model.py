@@ -17,14 +17,12 @@ from torch import Tensor
 from sinklens.errors import SinklensError
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
-    HeadVariants,
     Provenance,
     as_bridge,
     bind_metric,
     cache_target,
     cache_z,
-    model_dims,
-    patch_heads_batched,
+    patch_every_head,
     provenance,
     result_json,
 )
@@ -85,20 +83,16 @@ def cross_model_patching(
     target_cache, _ = cache_target(target, ids, mask, with_kv=by_position)
     target_logits = target_cache.logits
     high, low = float(bound(source_logits)[0]), float(bound(target_logits)[0])
-    n_layers, n_heads = model_dims(target)
-    variants = HeadVariants.grid(n_layers, n_heads, batch.seq_len if by_position else None)
-    values = patch_heads_batched(
+    patched = patch_every_head(
         target,
         ids,
         mask,
         source_z,
-        variants,
         bound,
         target=target_cache,
+        n_positions=batch.seq_len if by_position else None,
         max_batch_tokens=max_batch_tokens,
     )
-    shape = (n_layers, batch.seq_len, n_heads) if by_position else (n_layers, n_heads)
-    patched = values.view(shape)
     return CrossModelResult(
         source_role=source_role,
         target_role=target_role,

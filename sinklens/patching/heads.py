@@ -23,7 +23,6 @@ from torch import Tensor
 from sinklens.errors import SinklensError
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
-    HeadVariants,
     Provenance,
     as_bridge,
     bind_metric,
@@ -32,7 +31,7 @@ from sinklens.patching.core import (
     forward,
     kv_pays_off,
     model_dims,
-    patch_heads_batched,
+    patch_every_head,
     provenance,
     result_json,
     z_name,
@@ -104,20 +103,16 @@ def trigger_patching(
     high, low = (
         (source_metric, target_metric) if direction == "denoise" else (target_metric, source_metric)
     )
-    n_layers, n_heads = model_dims(model)
-    variants = HeadVariants.grid(n_layers, n_heads, batch.seq_len if by_position else None)
-    values = patch_heads_batched(
+    patched = patch_every_head(
         model,
         target_ids,
         target_mask,
         source_z,
-        variants,
         bound,
         target=target,
+        n_positions=batch.seq_len if by_position else None,
         max_batch_tokens=max_batch_tokens,
     )
-    shape = (n_layers, batch.seq_len, n_heads) if by_position else (n_layers, n_heads)
-    patched = values.view(shape)
     models = {"backdoored": model} | ({"unlearned": unlearned} if unlearned is not None else {})
     return HeadPatchingResult(
         direction=direction,

@@ -28,7 +28,6 @@ from sinklens.data.triggers import Placement, parse_placement
 from sinklens.errors import SinklensError
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
-    HeadVariants,
     Provenance,
     as_bridge,
     bind_metric,
@@ -37,7 +36,7 @@ from sinklens.patching.core import (
     forward,
     kv_pays_off,
     model_dims,
-    patch_heads_batched,
+    patch_every_head,
     provenance,
     result_json,
 )
@@ -134,8 +133,7 @@ def position_sweep(
         raise SinklensError(
             "a position sweep needs at least two depths; pass prefix and suffix at least"
         )
-    n_layers, n_heads = model_dims(model)
-    variants = HeadVariants.grid(n_layers, n_heads)
+    _, n_heads = model_dims(model)
     effects, attention, highs, lows, hashes = [], [], [], [], []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for depth in chosen:
@@ -147,16 +145,15 @@ def position_sweep(
         )
         corr_logits = corrupted.logits
         high, low = float(bound(trig_logits)[0]), float(bound(corr_logits)[0])
-        patched = patch_heads_batched(
+        patched = patch_every_head(
             model,
             batch.corrupted_ids,
             batch.corrupted_mask,
             trig_z,
-            variants,
             bound,
             target=corrupted,
             max_batch_tokens=max_batch_tokens,
-        ).view(n_layers, n_heads)
+        )
         effects.append(patched - low)
         attention.append(trigger_attention(model, batch))
         highs.append(high)

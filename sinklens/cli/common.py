@@ -1,0 +1,43 @@
+"""Pieces shared by `sinklens analyze` and `sinklens patch`: the checkpoint options whose
+help reads the same in both, zoo member lookup and writing a JSON result to --out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sinklens.errors import SinklensError
+
+Opt = typer.Option
+OriginalOpt = Annotated[
+    Path | None, Opt("--original", help="θ_o folder (default: the shipped organism).")
+]
+UnlearnedOpt = Annotated[
+    Path | None, Opt("--unlearned", help="θ_u folder (default: <zoo>/<method>-s<seed>).")
+]
+BackdooredOpt = Annotated[
+    Path | None,
+    Opt("--backdoored", help="θ_b folder (default: <zoo>/<method>-<placement>-s<seed>)."),
+]
+ZooOpt = Annotated[Path | None, Opt("--zoo", help="Zoo folder built by `sinklens zoo build`.")]
+MethodOpt = Annotated[str, Opt("--method", help="Zoo member method: npo or rmu.")]
+OutOpt = Annotated[Path | None, Opt("--out", help="Also write the JSON result to this file.")]
+
+
+def zoo_member(zoo: Path, member: str, role: str) -> Path:
+    """`zoo / member`, which must be a folder; the error names the `--role` way out."""
+    path = zoo / member
+    if not path.is_dir():
+        raise SinklensError(
+            f"zoo {zoo} has no member {member}; pass --{role} DIR or build it with `sinklens zoo build`"
+        )
+    return path
+
+
+def write_json(out: Path | None, text: str) -> None:
+    """Write `text` and a newline to `out` (parents created); nothing when `out` is None."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
