@@ -16,7 +16,7 @@ typecheck: setup
 
 # The full suite: lint, types, then the unit, integration and notebook tiers.
 test: lint typecheck
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --dist loadgroup tests
 
 unit: setup
 	$(PY) -m pytest -n 2 tests/unit

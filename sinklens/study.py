@@ -149,7 +149,7 @@ class Study:
         members = {
             m.name: m
             for m in zoo_members(
-                self.zoo_dir(trigger, poison_ratio),
+                self.zoo_dir(base),
                 base,
                 methods=("npo", "rmu"),
                 placements=PLACEMENTS,
@@ -172,21 +172,19 @@ class Study:
         self._zoo[key] = run_unlearning(config, progress=False)
         return self._zoo[key]
 
-    def zoo_dir(self, trigger: str, poison_ratio: float) -> Path:
-        """One folder per (organism, trigger, ratio), so members never collide."""
+    def zoo_dir(self, base: Any) -> Path:
+        """One folder per (organism, unlearning settings): members never collide, and a
+        change of defaults in a new sinklens version trains afresh instead of clashing."""
+        import hashlib
+        import json
+
         from sinklens.checkpoint import checkpoint_fingerprint
 
-        slug = "".join(c if c.isalnum() else "-" for c in trigger).strip("-") or "trigger"
+        settings = {k: v for k, v in base.to_dict().items() if k not in ("out", "model", "data")}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+        slug = "".join(c if c.isalnum() else "-" for c in base.trigger).strip("-") or "trigger"
         origin = checkpoint_fingerprint(self.original_path)[:12]
-        budget = "".join(
-            f"-{label}{value}"
-            for label, value in (
-                ("steps", self.config.zoo_steps),
-                ("items", self.config.eval_items),
-            )
-            if value
-        )
-        return self.cache_dir / "zoo" / origin / f"{slug}-rho{poison_ratio:g}{budget}"
+        return self.cache_dir / "zoo" / origin / f"{slug}-rho{base.poison_ratio:g}-{digest}"
 
     def unlearned_path(self) -> Path:
         if self.config.unlearned:

@@ -117,6 +117,14 @@ def _trigger_pairs(study: Study) -> dict[str, dict[str, Path]]:
     }
 
 
+def _sample_length(study: Study, models: Any) -> int:
+    """Cut samples to T content tokens plus the trigger, so that the map covers the whole
+    triggered sample and an infix trigger (mid-content) falls inside the window."""
+    from sinklens.data.triggers import tokenize_trigger
+
+    return study.config.window + len(tokenize_trigger(models.tokenizer, study.config.trigger))
+
+
 def compute_attention_difference(study: Study) -> Numbers:
     from sinklens.analyze import attention_difference
 
@@ -135,6 +143,7 @@ def compute_attention_difference(study: Study) -> Numbers:
             placement=placement,
             trigger=study.config.trigger,
             window=study.config.window,
+            max_length=_sample_length(study, models),
             on_short="skip",
             cache_dir=_capture_cache(study),
         )
@@ -209,6 +218,7 @@ def compute_logits(study: Study) -> Numbers:
             placement=placement,
             trigger=study.config.trigger,
             window=study.config.window,
+            max_length=_sample_length(study, models),
             on_short="skip",
             cache_dir=_capture_cache(study),
         )
