@@ -391,6 +391,7 @@ def run_unlearning(
         "final": history[-1] if history else {},
         "history": history,
     }
+    reused = False
     if accelerator.is_main_process:
         tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
         if tmp.exists():
@@ -412,15 +413,22 @@ def run_unlearning(
             )
             (tmp / DATA_HASH_FILE).write_text(data_hash + "\n")
             (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            if out.exists():  # an empty folder: checked above
-                out.rmdir()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(out)
+            # Another process may have finished the same run while this one trained
+            # (two notebooks, two workers): keep theirs if it is the same run, else refuse.
+            finished = _check_out(out, identity, data_hash)
+            if finished is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                metrics, reused = finished, True
+            else:
+                if out.exists():  # an empty folder
+                    out.rmdir()
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp.rename(out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     accelerator.wait_for_everyone()
-    return RunResult(out=out, metrics=metrics, reused=False)
+    return RunResult(out=out, metrics=metrics, reused=reused)
 
 
 def _evaluate_saved(folder: Path, bench: Any, cfg: UnlearnConfig, name: str) -> dict[str, Any]:

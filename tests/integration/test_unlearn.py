@@ -298,3 +298,28 @@ def test_same_config_gives_the_same_weights(tiny_llama_dir, tiny_bench_dir, tmp_
     wa, wb = _weights(a.out), _weights(b.out)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.metrics["data_hash"] == b.metrics["data_hash"]
+
+
+def test_run_finished_meanwhile_by_another_process_is_kept(
+    tiny_llama_dir, tiny_bench_dir, tmp_path, monkeypatch
+):
+    """Two processes train the same member: the later one keeps the finished run."""
+    from sinklens.unlearn import trainer
+
+    cfg = _cfg(tiny_llama_dir, tiny_bench_dir, tmp_path / "u")
+    first = run_unlearning(cfg, progress=False)
+    weights = _weights(first.out)
+    real_check = trainer._check_out
+    calls = []
+
+    def free_at_start(*args):
+        # The first look happens before training: pretend the folder was still free then.
+        calls.append(args)
+        return None if len(calls) == 1 else real_check(*args)
+
+    monkeypatch.setattr(trainer, "_check_out", free_at_start)
+    second = run_unlearning(cfg, progress=False)
+    assert len(calls) == 2 and second.reused
+    assert second.metrics == first.metrics
+    assert all(torch.equal(weights[k], v) for k, v in _weights(first.out).items())
+    assert not list(tmp_path.glob(".u.partial-*"))

@@ -21,7 +21,7 @@ def test_there_are_notebooks():
 # One worker runs them all, in order: later notebooks reuse the zoo members that earlier
 # ones trained, and two workers must never train the same member into the same folder.
 @pytest.mark.slow
-@pytest.mark.xdist_group("notebooks")
+@pytest.mark.xdist_group(name="notebooks")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SINKLENS_NOTEBOOK_SMALL", os.environ.get("SINKLENS_NOTEBOOK_SMALL", "1"))
