@@ -215,7 +215,7 @@ def grouped_bars_figure(
                 col=col,
             )
     fig.update_yaxes(title_text=y_title, row=1, col=1)
-    fig.update_layout(title=title, barmode="group", width=max(560, 420 * len(panels)), height=430)
+    fig.update_layout(title=title, barmode="group", width=max(820, 420 * len(panels)), height=430)
     return fig
 
 
