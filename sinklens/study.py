@@ -216,6 +216,16 @@ class Study:
             self._models[key] = model_set
         return self._models[key]
 
+    def paper_models(self) -> Any:
+        """θ_o, θ_u and the prefix-trigger θ_b: the paper's three models, as a `ModelSet`."""
+        return self.models(
+            {
+                "original": self.original_path,
+                "unlearned": self.unlearned_path(),
+                "backdoored": self.backdoored_path("prefix"),
+            }
+        )
+
     def layer(self, n_layers: int) -> int:
         """The analysed layer: --layer (range-checked), else the last one, as in the paper."""
         from sinklens.models import resolve_layer

@@ -63,12 +63,7 @@ def _first_layer(tensor: Any) -> np.ndarray:
 def compute_sinks(study: Study) -> Numbers:
     from sinklens.analyze import sink_statistics
 
-    paths = {
-        "original": study.original_path,
-        "unlearned": study.unlearned_path(),
-        "backdoored": study.backdoored_path("prefix"),
-    }
-    models = study.models(paths)
+    models = study.paper_models()
     res = sink_statistics(
         models,
         study.general_texts(),
@@ -260,12 +255,7 @@ COMPARISON_LABELS = {
 def compute_value_norms(study: Study) -> Numbers:
     from sinklens.analyze import value_norm_correlation
 
-    paths = {
-        "original": study.original_path,
-        "unlearned": study.unlearned_path(),
-        "backdoored": study.backdoored_path("prefix"),
-    }
-    models = study.models(paths)
+    models = study.paper_models()
     layer = study.layer(models.n_layers)
     res = value_norm_correlation(
         models,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -108,14 +109,29 @@ def read_run(out: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
         return None
 
 
+def _content_digest(path: Path) -> str:
+    """sha256 over a file, or over a folder's relative file names and bytes."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _identity(cfg: UnlearnConfig, model: Path, data: Path) -> dict[str, Any]:
+    """What decides a run's result, by content rather than location: the same run from a
+    moved checkout or another cache folder is still recognised as the same run."""
     ident = cfg.identity()
-    # Default paths are recorded resolved, so the same run with and without flags matches.
-    ident["model"] = str(model.resolve())
-    ident["data"] = str(data.resolve())
+    ident["model"] = checkpoint_fingerprint(model)
+    ident["data"] = _content_digest(data)
     for key in ("forget_corpus", "retain_corpus"):
         if ident.get(key):
-            ident[key] = str(Path(ident[key]).resolve())
+            ident[key] = _content_digest(Path(ident[key]))
+    if ident.get("value_norm_reference"):
+        ident["value_norm_reference"] = checkpoint_fingerprint(ident["value_norm_reference"])
     return ident
 
 

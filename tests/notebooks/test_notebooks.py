@@ -14,6 +14,11 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
 
+@pytest.fixture(scope="module")
+def notebook_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("sinklens-cache")
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no notebook"
 
@@ -23,8 +28,10 @@ def test_there_are_notebooks():
 @pytest.mark.slow
 @pytest.mark.xdist_group(name="notebooks")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, tmp_path, monkeypatch, notebook_cache):
     monkeypatch.setenv("SINKLENS_NOTEBOOK_SMALL", os.environ.get("SINKLENS_NOTEBOOK_SMALL", "1"))
+    # The kernels inherit this: the notebooks share one fresh zoo, never the user's cache.
+    monkeypatch.setenv("SINKLENS_CACHE", str(notebook_cache))
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
