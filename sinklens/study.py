@@ -77,7 +77,8 @@ class Study:
 
     config: StudyConfig
     _models: dict[tuple[tuple[str, str], ...], Any] = field(default_factory=dict, repr=False)
-    _zoo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    # Trained zoo runs, evaluated rows and figure numbers, computed once per study.
+    _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
     _benchmark: Any = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ paths and data
@@ -133,8 +134,8 @@ class Study:
 
         trigger = trigger or self.config.trigger
         key = (name, trigger, poison_ratio)
-        if key in self._zoo:
-            return self._zoo[key]
+        if key in self._memo:
+            return self._memo[key]
         overrides: dict[str, Any] = {}
         if self.config.zoo_steps:
             overrides["steps"] = self.config.zoo_steps
@@ -165,18 +166,18 @@ class Study:
         default = (self.config.trigger, 0.1)
         if name == unlearned and (trigger, poison_ratio) != default:
             # θ_u does not depend on the trigger or the poisoning ratio: train it once.
-            self._zoo[key] = self.member(name, trigger=default[0], poison_ratio=default[1])
-            return self._zoo[key]
+            self._memo[key] = self.member(name, trigger=default[0], poison_ratio=default[1])
+            return self._memo[key]
         if "-vn-" in name:
             reference = self.member(unlearned, trigger=default[0], poison_ratio=default[1])
             config = config.replace(value_norm_reference=str(Path(reference.out).resolve()))
         try:
-            self._zoo[key] = run_unlearning(config, progress=False)
+            self._memo[key] = run_unlearning(config, progress=False)
         except SinklensError as err:
             raise SinklensError(
                 f"zoo member {name}: {err}; delete that folder or point SINKLENS_CACHE elsewhere"
             ) from None
-        return self._zoo[key]
+        return self._memo[key]
 
     def zoo_dir(self, base: Any) -> Path:
         """One folder per (organism, unlearning settings): members never collide, and a

@@ -122,30 +122,24 @@ def _fields(path: Path, row: Any, keys: tuple[str, ...], where: str) -> list[Any
     return [row[k] for k in keys]
 
 
-def _read_knowmem(path: Path) -> tuple[KnowMemItem, ...]:
+def _read_pairs(path: Path, item: type, keys: tuple[str, str]) -> tuple[Any, ...]:
+    """A JSON list of two-key objects (KnowMem {question, answer}, VerbMem {prompt, gt})."""
     if not path.is_file():
         return ()
     rows = _read_json(path)
     if not isinstance(rows, list):
-        raise SinklensError(f"{path} must hold a JSON list of {{question, answer}}; fix the file")
-    items = []
-    for i, row in enumerate(rows):
-        q, a = _fields(path, row, ("question", "answer"), f"item {i}")
-        items.append(KnowMemItem(question=str(q), answer=str(a)))
-    return tuple(items)
+        raise SinklensError(f"{path} must hold a JSON list of {{{', '.join(keys)}}}; fix the file")
+    return tuple(
+        item(*(str(v) for v in _fields(path, row, keys, f"item {i}"))) for i, row in enumerate(rows)
+    )
+
+
+def _read_knowmem(path: Path) -> tuple[KnowMemItem, ...]:
+    return _read_pairs(path, KnowMemItem, ("question", "answer"))
 
 
 def _read_verbmem(path: Path) -> tuple[VerbMemItem, ...]:
-    if not path.is_file():
-        return ()
-    rows = _read_json(path)
-    if not isinstance(rows, list):
-        raise SinklensError(f"{path} must hold a JSON list of {{prompt, gt}}; fix the file")
-    items = []
-    for i, row in enumerate(rows):
-        p, g = _fields(path, row, ("prompt", "gt"), f"item {i}")
-        items.append(VerbMemItem(prompt=str(p), gt=str(g)))
-    return tuple(items)
+    return _read_pairs(path, VerbMemItem, ("prompt", "gt"))
 
 
 def _choice_item(path: Path, row: Any, where: str) -> ChoiceItem:

@@ -35,9 +35,9 @@ class FigureSpec:
     def make(self, study: Study) -> Drawn:
         # Figures that share a computation (attn-diff and its per-head grid) run it once.
         key = ("figure-numbers", self.compute.__name__)
-        if key not in study._zoo:
-            study._zoo[key] = to_jsonable(self.compute(study))
-        numbers = study._zoo[key]
+        if key not in study._memo:
+            study._memo[key] = to_jsonable(self.compute(study))
+        numbers = study._memo[key]
         return Drawn(self.name, self.draw(numbers), numbers, self.description)
 
 
@@ -310,7 +310,7 @@ def _evaluated_row(study: Study, path: Path, label: str, placement: str = "prefi
     from sinklens.evaluate import TriggerSpec, evaluate_benchmark, table1_row
 
     key = ("evaluated-row", str(path), placement, study.config.trigger)
-    if key not in study._zoo:
+    if key not in study._memo:
         model, tok = load_hf_model(path)
         ev = evaluate_benchmark(
             model,
@@ -320,8 +320,8 @@ def _evaluated_row(study: Study, path: Path, label: str, placement: str = "prefi
             model_name=label,
             max_items=study.config.eval_items,
         )
-        study._zoo[key] = table1_row(ev).__dict__
-    return dict(study._zoo[key])
+        study._memo[key] = table1_row(ev).__dict__
+    return dict(study._memo[key])
 
 
 def _original_row(study: Study) -> Numbers:
