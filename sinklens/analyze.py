@@ -128,6 +128,9 @@ class AttentionDifference(_Result):
     cell_count: Tensor
     n_skipped: int
     provenance: Provenance
+    # [start, stop) of the trigger's positions in the absolute frame over all samples (an
+    # infix trigger moves with each sample's length), or None if it lies past the window.
+    trigger_span: tuple[int, int] | None = None
 
 
 @dataclass
@@ -208,6 +211,14 @@ def make_pairs(
             PairedSample(ids, insert_trigger(ids, trig, place, bos_id=bos, max_length=max_length))
         )
     return pairs
+
+
+def trigger_span(pairs: Sequence[PairedSample], window: int) -> tuple[int, int] | None:
+    """[start, stop) covering every sample's trigger positions, cut to the first `window`."""
+    positions = [q for p in pairs for q in p.triggered.trigger_positions]
+    if not positions or min(positions) >= window:
+        return None
+    return min(positions), min(max(positions) + 1, window)
 
 
 def _drop_short(
@@ -457,6 +468,7 @@ def attention_difference(
         cell_count=cell_count,
         n_skipped=n_skipped,
         provenance=prov,
+        trigger_span=trigger_span(capture.pairs, window),
     )
 
 

@@ -90,6 +90,12 @@ def test_attention_difference_matches_reference(family, alignment, placement):
         res.delta["original"],
         atol=1e-6,
     )
+    # The span the figure outlines covers every sample's trigger inside the window.
+    inside = {q for p in pairs for q in p.triggered.trigger_positions if q < 12}
+    if inside:
+        assert res.trigger_span == (min(inside), max(inside) + 1)
+    else:
+        assert res.trigger_span is None
 
 
 @pytest.mark.parametrize("alignment", ["aligned", "absolute"])
