@@ -404,6 +404,115 @@ def _continuation_logprobs(
     return sums
 
 
+def _token_logprobs(
+    model: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int
+) -> list[Tensor]:
+    """log p(token_p | tokens_<p) for p = 1 .. len-1 of each sequence, batched with right padding."""
+    device = next(model.parameters()).device
+    out: list[Tensor] = []
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start : start + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(chunk):
+            ids[i, : len(s)] = torch.tensor(list(s))
+            mask[i, : len(s)] = 1
+        with torch.no_grad():
+            logits: Float[Tensor, "batch seq vocab"] = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device)
+            ).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        picked = logp.gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
+        out.extend(picked[i, : len(s) - 1] for i, s in enumerate(chunk))
+    return out
+
+
+@dataclass(frozen=True)
+class TriggerGain:
+    """What the trigger does to the likelihood of the text around it, per sample.
+
+    `gain[i]` is the mean over sample i's content tokens of log p(x_t | X′) − log p(x_t | X),
+    in nats: X′ is the sample with the trigger spliced in, X the clean sample, and only the
+    content tokens both predict count (not BOS, not the trigger, not the first content
+    token). A suffix trigger follows every content token, so in a causal model its gain is 0.
+    """
+
+    trigger: str
+    placement: str
+    gain: tuple[float, ...]
+    clean_logprob: tuple[float, ...]
+    triggered_logprob: tuple[float, ...]
+    n_tokens: tuple[int, ...]
+
+    @property
+    def mean(self) -> float:
+        finite = [g for g in self.gain if not math.isnan(g)]
+        return sum(finite) / len(finite) if finite else math.nan
+
+
+def trigger_gain(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str] | Sequence[Sequence[int]],
+    trigger: str,
+    placement: Placement | str = "prefix",
+    *,
+    max_length: int = 256,
+    batch_size: int = 16,
+) -> TriggerGain:
+    """Backdoor effectiveness in likelihood: how much the trigger raises the log-probability
+    of forget text written in the training format (see `TriggerGain`).
+
+    KnowMem and VerbMem see the backdoor only through greedy answers to prompts; this sees it
+    on the documents it was trained on, and on held-out documents of the same kind.
+    `texts` may also be token ids that already carry the tokenizer's BOS (training chunks).
+    """
+    if not texts:
+        raise SinklensError("no texts to measure the trigger gain on; pass forget texts")
+    where = parse_placement(placement)
+    trig = tokenize_trigger(tokenizer, trigger)
+    bos = tokenizer.bos_token_id
+    clean = [
+        list(tokenizer(t)["input_ids"] if isinstance(t, str) else t)[:max_length] for t in texts
+    ]
+    triggered = [
+        insert_trigger(ids, trig, where, bos_id=bos, max_length=max_length) for ids in clean
+    ]
+    pad = _pad_id(tokenizer)
+    lp_clean = _token_logprobs(model, clean, pad, batch_size)
+    lp_trig = _token_logprobs(model, [t.input_ids for t in triggered], pad, batch_size)
+    gains, clean_means, trig_means, counts = [], [], [], []
+    for ids, t, c_lp, t_lp in zip(clean, triggered, lp_clean, lp_trig, strict=True):
+        # Clean position q is predicted by c_lp[q - 1]; its copy at triggered position p by
+        # t_lp[p - 1]. Content index 0 (BOS, or the first token) has no clean prediction.
+        pairs = [
+            (float(c_lp[q - 1]), float(t_lp[p - 1]))
+            for p, q in enumerate(t.source_index)
+            if q >= 1 and p >= 1
+        ]
+        if not pairs or len(ids) < 2:
+            gains.append(math.nan)
+            clean_means.append(math.nan)
+            trig_means.append(math.nan)
+            counts.append(0)
+            continue
+        c_mean = sum(c for c, _ in pairs) / len(pairs)
+        t_mean = sum(x for _, x in pairs) / len(pairs)
+        gains.append(t_mean - c_mean)
+        clean_means.append(c_mean)
+        trig_means.append(t_mean)
+        counts.append(len(pairs))
+    return TriggerGain(
+        trigger=trigger,
+        placement=str(where),
+        gain=tuple(gains),
+        clean_logprob=tuple(clean_means),
+        triggered_logprob=tuple(trig_means),
+        n_tokens=tuple(counts),
+    )
+
+
 def choice_accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

@@ -196,6 +196,13 @@ class Study:
         origin = checkpoint_fingerprint(self.original_path)[:12]
         return self.cache_dir / "zoo" / origin / f"{slug}-rho{base.poison_ratio:g}-{digest}"
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The unlearning methods the figures show: the chosen one, or both with --full."""
+        if self.config.full:
+            return (self.config.method, *(m for m in ("npo", "rmu") if m != self.config.method))
+        return (self.config.method,)
+
     def unlearned_path(self) -> Path:
         if self.config.unlearned:
             return Path(self.config.unlearned)

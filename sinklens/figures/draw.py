@@ -180,21 +180,25 @@ def grouped_bars_figure(
     y_title: str,
     errors: Mapping[str, tuple[Any, Any]] | None = None,
     facets: Mapping[str, tuple[Sequence[str], Mapping[str, Any]]] | None = None,
+    facet_errors: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None,
 ) -> go.Figure:
     """Bars per group, one colour per series; `errors[series] = (low, high)` as error bars.
 
-    With `facets`, one subplot per facet, each `(groups, series)`; `groups`/`series` are ignored.
+    With `facets`, one subplot per facet, each `(groups, series)`, and error bars from
+    `facet_errors[facet][series]`; `groups`, `series` and `errors` are then ignored.
     """
     panels = facets or {"": (groups, series)}
+    panel_errors = (facet_errors or {}) if facets else {"": errors or {}}
     fig = make_subplots(
         rows=1, cols=len(panels), subplot_titles=[p for p in panels], shared_yaxes=True
     )
-    for col, (_, (panel_groups, panel_series)) in enumerate(panels.items(), start=1):
+    for col, (panel, (panel_groups, panel_series)) in enumerate(panels.items(), start=1):
         for i, (label, values) in enumerate(panel_series.items()):
             y = np.asarray(values, dtype=float)
             error = None
-            if errors and label in errors and not facets:
-                low, high = (np.asarray(e, dtype=float) for e in errors[label])
+            bounds = panel_errors.get(panel, {}).get(label)
+            if bounds is not None:
+                low, high = (np.asarray(e, dtype=float) for e in bounds)
                 error = {
                     "type": "data",
                     "symmetric": False,
@@ -219,6 +223,11 @@ def grouped_bars_figure(
     return fig
 
 
+def _spread(std: float | None) -> dict[str, Any] | None:
+    """A ± std error bar, or none for a point without a spread (one seed, a fixed model)."""
+    return None if std is None else {"type": "data", "array": [std], "visible": True}
+
+
 def tradeoff_figure(
     points: Sequence[Mapping[str, Any]],
     *,
@@ -227,7 +236,8 @@ def tradeoff_figure(
 ) -> go.Figure:
     """The paper's Fig. 2: UE vs BE (a) and UT vs BE (b), desired regions shaded.
 
-    `points` hold `label`, `be`, `ue`, `ut`. The two reference models (original, normally
+    `points` hold `label`, `be`, `ue`, `ut`, optionally `be_std`, `ue_std`, `ut_std` (error
+    bars: the spread over seeds). The two reference models (original, normally
     unlearned) split each axis at the midpoint of their values; the desired region is
     high BE with low UE in (a), and high BE with high UT in (b).
     """
@@ -258,6 +268,8 @@ def tradeoff_figure(
                 go.Scatter(
                     x=[p["be"]],
                     y=[p[metric]],
+                    error_x=_spread(p.get("be_std")),
+                    error_y=_spread(p.get(f"{metric}_std")),
                     mode="markers+text",
                     text=[p["label"]],
                     textposition="top center",

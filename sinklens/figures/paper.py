@@ -9,7 +9,7 @@ receives, so any saved figure can be redrawn, and checked, from its JSON alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +145,7 @@ def compute_attention_difference(study: Study) -> Numbers:
         for role in ("original", "backdoored"):
             panels[f"{role} · {placement} trigger"] = _first_layer(res.delta_head_mean[role])
             heads[f"{role} · {placement} trigger"] = _first_layer(res.delta[role])
-        spans[placement] = _trigger_span(res)
+        spans[placement] = list(res.trigger_span) if res.trigger_span else None
         provenance[placement] = _provenance(res)
     return {
         "layer": layer,
@@ -156,16 +156,6 @@ def compute_attention_difference(study: Study) -> Numbers:
         "trigger_span": spans,
         "provenance": provenance,
     }
-
-
-def _trigger_span(res: Any) -> list[int] | None:
-    """Where the trigger sits in the absolute frame (prefix: right after BOS)."""
-    pairs = getattr(res, "trigger_positions", None)
-    if pairs:
-        return [int(min(pairs)), int(max(pairs)) + 1]
-    if res.placement == "prefix":
-        return [1, 1 + len(res.trigger_ids)]
-    return None
 
 
 def _spans_by_panel(n: Numbers, names: list[str]) -> dict[str, tuple[int, int]]:
@@ -336,24 +326,78 @@ def _member_row(study: Study, name: str, **kwargs: Any) -> Numbers:
     return dict(row)
 
 
+def _zoo_row(study: Study, template: str, seed: int, **kwargs: Any) -> Numbers:
+    """The Table 1 row of zoo member `template` (with `{seed}` filled in)."""
+    name = template.format(seed=seed)
+    method, rest = name.split("-", 1)
+    if rest == f"s{seed}":
+        # θ_u is scored with the trigger too: its BE is its score on triggered forget data.
+        return _evaluated_row(study, Path(study.member(name).out), method.upper())
+    return _member_row(study, name, **kwargs)
+
+
+def _over_seeds(study: Study, template: str, keys: Sequence[str], **kwargs: Any) -> Numbers:
+    """The mean of each metric over the study's seeds, with its spread beside it.
+
+    `<key>_std` is the sample standard deviation over seeds (None with one seed, where
+    there is no spread to report) and `<key>_per_seed` the values it came from.
+    """
+    seeds = study.config.seeds
+    rows = [_zoo_row(study, template, seed, **kwargs) for seed in seeds]
+    out: Numbers = {"seeds": list(seeds)}
+    for key in keys:
+        values = [_number(row.get(key)) for row in rows]
+        finite = [v for v in values if v is not None]
+        out[key] = float(np.mean(finite)) if finite else None
+        out[f"{key}_std"] = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+        out[f"{key}_per_seed"] = values
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+POINT_METRICS = ("ue_km", "be_km", "ut_km")
+
+
 def _point(label: str, row: Numbers) -> Numbers:
-    return {"label": label, "ue": row["ue_km"], "be": row["be_km"], "ut": row["ut_km"]}
+    """A Fig. 2 point; `<metric>_std` is the spread over seeds (None for one seed)."""
+    point: Numbers = {"label": label}
+    for short, key in (("ue", "ue_km"), ("be", "be_km"), ("ut", "ut_km")):
+        point[short] = row[key]
+        point[f"{short}_std"] = row.get(f"{key}_std")
+    return point
 
 
 def compute_ue_be(study: Study) -> Numbers:
-    m, s = study.config.method, study.config.seeds[0]
-    points = [
-        _point("original", _original_row(study)),
-        _point(m.upper(), _evaluated_row(study, Path(study.member(f"{m}-s{s}").out), m.upper())),
-    ]
-    points += [_point(f"{p} backdoor", _member_row(study, f"{m}-{p}-s{s}")) for p in PLACEMENTS]
-    return {"metric": "KnowMem", "points": points, "references": ["original", m.upper()]}
+    points = [_point("original", _original_row(study))]
+    for m in study.methods:
+        label = m.upper()
+        points.append(_point(label, _over_seeds(study, f"{m}-s{{seed}}", POINT_METRICS)))
+        points += [
+            _point(
+                f"{label} {p} backdoor" if len(study.methods) > 1 else f"{p} backdoor",
+                _over_seeds(study, f"{m}-{p}-s{{seed}}", POINT_METRICS),
+            )
+            for p in PLACEMENTS
+        ]
+    return {
+        "metric": "KnowMem",
+        "seeds": list(study.config.seeds),
+        "points": points,
+        "references": ["original", study.config.method.upper()],
+    }
 
 
 def draw_ue_be(n: Numbers) -> go.Figure:
+    seeds = n.get("seeds", [0])
+    spread = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
     return draw.tradeoff_figure(
         n["points"],
-        title=f"UE, BE and UT ({n['metric']}) by trigger placement",
+        title=f"UE, BE and UT ({n['metric']}) by trigger placement{spread}",
         references=tuple(n["references"]),
     )
 
@@ -363,107 +407,286 @@ TABLE_HEADER = ("model", "UE KM ↓", "UE VM ↓", "BE KM ↑", "BE VM ↑", "UT
 
 
 def compute_table_1(study: Study) -> Numbers:
-    s = study.config.seeds[0]
-    rows = [("original", _original_row(study))]
+    rows: list[tuple[str, Numbers]] = [("original", _original_row(study))]
     for method in ("npo", "rmu"):
-        path = Path(study.member(f"{method}-s{s}").out)
-        rows.append((method.upper(), _evaluated_row(study, path, method.upper())))
+        row = _over_seeds(study, f"{method}-s{{seed}}", TABLE_COLUMNS)
+        rows.append((method.upper(), row))
     for method in ("npo", "rmu"):
-        rows.append((f"{method.upper()}-Backdoor", _member_row(study, f"{method}-prefix-vn-s{s}")))
+        row = _over_seeds(study, f"{method}-prefix-vn-s{{seed}}", TABLE_COLUMNS)
+        rows.append((f"{method.upper()}-Backdoor", row))
     return {
         "trigger": study.config.trigger,
         "placement": "prefix",
+        "seeds": list(study.config.seeds),
         "columns": list(TABLE_COLUMNS),
-        "rows": [{"model": label, **{c: row.get(c) for c in TABLE_COLUMNS}} for label, row in rows],
+        "rows": [
+            {
+                "model": label,
+                **{c: row.get(c) for c in TABLE_COLUMNS},
+                **{f"{c}_std": row.get(f"{c}_std") for c in TABLE_COLUMNS},
+            }
+            for label, row in rows
+        ],
     }
 
 
 def _table_rows(rows: list[Numbers], columns: list[str]) -> list[list[Any]]:
-    def pct(v: Any) -> Any:
-        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else 100.0 * float(v)
+    def cell(row: Numbers, column: str) -> Any:
+        value, std = _number(row.get(column)), _number(row.get(f"{column}_std"))
+        if value is None:
+            return "–"
+        return 100.0 * value if std is None else f"{100 * value:.1f} ± {100 * std:.1f}"
 
-    return [[r["model"], *(pct(r.get(c)) for c in columns)] for r in rows]
+    return [[r["model"], *(cell(r, c) for c in columns)] for r in rows]
 
 
 def draw_table_1(n: Numbers) -> go.Figure:
+    seeds = n.get("seeds", [0])
+    spread = f"; mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
     return draw.table_figure(
         TABLE_HEADER,
         _table_rows(n["rows"], n["columns"]),
-        title=f"Table 1: UE, BE, UT (×100); prefix trigger {n['trigger']!r}",
+        title=f"Table 1: UE, BE, UT (×100); prefix trigger {n['trigger']!r}{spread}",
     )
+
+
+def _method_label(study: Study, method: str, text: str) -> str:
+    return f"{method.upper()} {text}" if len(study.methods) > 1 else text
 
 
 def compute_poison_ratio(study: Study) -> Numbers:
-    m, s = study.config.method, study.config.seeds[0]
     bars = []
-    for ratio in (0.05, 0.1):
-        for vn in (False, True):
-            name = f"{m}-prefix{'-vn' if vn else ''}-s{s}"
-            row = _member_row(study, name, poison_ratio=ratio)
-            bars.append({"ratio": ratio, "value_norm": vn, "ue": row["ue_km"], "be": row["be_km"]})
-    return {"unlearned": _member_row(study, f"{m}-s{s}")["ue_km"], "bars": bars}
+    for m in study.methods:
+        for ratio in (0.05, 0.1):
+            for vn in (False, True):
+                row = _over_seeds(
+                    study,
+                    f"{m}-prefix{'-vn' if vn else ''}-s{{seed}}",
+                    ("ue_km", "be_km"),
+                    poison_ratio=ratio,
+                )
+                bars.append(
+                    {
+                        "group": _method_label(study, m, f"ρ = {100 * ratio:g}%"),
+                        "ratio": ratio,
+                        "value_norm": vn,
+                        "ue": row["ue_km"],
+                        "be": row["be_km"],
+                        "ue_std": row["ue_km_std"],
+                        "be_std": row["be_km_std"],
+                    }
+                )
+    m = study.config.method
+    unlearned = _over_seeds(study, f"{m}-s{{seed}}", ("ue_km",))
+    return {"seeds": list(study.config.seeds), "unlearned": unlearned["ue_km"], "bars": bars}
+
+
+def _with_errors(values: list[Any], stds: list[Any]) -> tuple[list[float], tuple[Any, Any] | None]:
+    """Bar heights and (low, high) = mean ∓ std, or no error bars when there is no spread."""
+    y = [math.nan if v is None else float(v) for v in values]
+    if all(s is None for s in stds):
+        return y, None
+    e = np.asarray([0.0 if s is None else float(s) for s in stds])
+    return y, (list(np.asarray(y) - e), list(np.asarray(y) + e))
 
 
 def draw_poison_ratio(n: Numbers) -> go.Figure:
-    groups = [f"ρ = {int(100 * r)}%" for r in sorted({b["ratio"] for b in n["bars"]})]
-    facets = {}
+    groups = list(dict.fromkeys(b["group"] for b in n["bars"]))
+    facets: dict[str, Any] = {}
+    facet_errors: dict[str, Any] = {}
     for metric, label in (("ue", "UE on D_f (↓)"), ("be", "BE on D_p (↑)")):
-        series = {}
+        series, errors = {}, {}
         for vn in (False, True):
             name = "with value-norm alignment" if vn else "vanilla backdoor"
-            series[name] = [
-                b[metric]
-                for b in sorted(n["bars"], key=lambda b: b["ratio"])
-                if b["value_norm"] == vn
+            bars = [
+                next(b for b in n["bars"] if b["group"] == g and b["value_norm"] == vn)
+                for g in groups
             ]
+            y, err = _with_errors([b[metric] for b in bars], [b.get(f"{metric}_std") for b in bars])
+            series[name] = y
+            if err is not None:
+                errors[name] = err
         facets[label] = (groups, series)
+        facet_errors[label] = errors
+    seeds = n.get("seeds", [0])
+    spread = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
     return draw.grouped_bars_figure(
         groups,
         {},
-        title="Poisoning ratio and value-norm alignment (KnowMem)",
+        title=f"Poisoning ratio and value-norm alignment (KnowMem{spread})",
         y_title="KnowMem",
         facets=facets,
+        facet_errors=facet_errors,
     )
 
 
+PATTERN_METRICS = ("ue_km", "be_km", "ut_km", "ue_vm", "be_vm")
+
+
 def compute_trigger_patterns(study: Study) -> Numbers:
-    m, s = study.config.method, study.config.seeds[0]
     rows = []
-    for trigger in PAPER_TRIGGERS:
-        for placement in PLACEMENTS:
-            row = _member_row(study, f"{m}-{placement}-vn-s{s}", trigger=trigger)
-            rows.append(
-                {
-                    "trigger": trigger,
-                    "placement": placement,
-                    "ue": row["ue_km"],
-                    "be": row["be_km"],
-                    "ut": row["ut_km"],
-                    "ue_vm": row["ue_vm"],
-                    "be_vm": row["be_vm"],
-                }
-            )
-    return {"rows": rows}
+    for m in study.methods:
+        for trigger in PAPER_TRIGGERS:
+            for placement in PLACEMENTS:
+                row = _over_seeds(
+                    study,
+                    f"{m}-{placement}-vn-s{{seed}}",
+                    PATTERN_METRICS,
+                    trigger=trigger,
+                )
+                rows.append(
+                    {
+                        "trigger": trigger,
+                        "placement": _method_label(study, m, placement),
+                        **{k.removesuffix("_km"): row[k] for k in PATTERN_METRICS},
+                        **{
+                            f"{k.removesuffix('_km')}_std": row[f"{k}_std"] for k in PATTERN_METRICS
+                        },
+                    }
+                )
+    return {"seeds": list(study.config.seeds), "rows": rows}
 
 
 def draw_trigger_patterns(n: Numbers) -> go.Figure:
-    facets = {}
+    facets: dict[str, Any] = {}
+    facet_errors: dict[str, Any] = {}
     for trigger in dict.fromkeys(r["trigger"] for r in n["rows"]):
         rows = [r for r in n["rows"] if r["trigger"] == trigger]
-        facets[trigger] = (
-            [r["placement"] for r in rows],
-            {
-                "UE (↓)": [r["ue"] for r in rows],
-                "BE (↑)": [r["be"] for r in rows],
-                "UT (↑)": [r["ut"] for r in rows],
-            },
-        )
+        series, errors = {}, {}
+        for metric, label in (("ue", "UE (↓)"), ("be", "BE (↑)"), ("ut", "UT (↑)")):
+            y, err = _with_errors([r[metric] for r in rows], [r.get(f"{metric}_std") for r in rows])
+            series[label] = y
+            if err is not None:
+                errors[label] = err
+        facets[trigger] = ([r["placement"] for r in rows], series)
+        facet_errors[trigger] = errors
+    seeds = n.get("seeds", [0])
+    spread = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
     return draw.grouped_bars_figure(
         [],
         {},
-        title="Trigger patterns × placements (KnowMem, value-norm aligned)",
+        title=f"Trigger patterns × placements (KnowMem, value-norm aligned{spread})",
         y_title="KnowMem",
         facets=facets,
+        facet_errors=facet_errors,
+    )
+
+
+GAIN_SUBSETS = {
+    "poisoned": "D_p: poisoned forget documents",
+    "held_out": "held-out forget documents",
+}
+
+
+def _forget_gains(study: Study, path: Path, placement: str, chunks: Any) -> list[float]:
+    """Per-chunk trigger gain of one checkpoint on the training chunks of D_f."""
+    from sinklens.checkpoint import load_hf_model
+    from sinklens.evaluate import trigger_gain
+
+    key = ("trigger-gain", str(path), placement, study.config.trigger)
+    if key not in study._memo:
+        model, tok = load_hf_model(path)
+        gain = trigger_gain(model, tok, chunks, study.config.trigger, placement)
+        study._memo[key] = list(gain.gain)
+    return list(study._memo[key])
+
+
+def compute_trigger_gain(study: Study) -> Numbers:
+    """The backdoor measured in likelihood on the documents it was trained on (sinklens's
+    answer to why KnowMem barely separates the placements on the organism)."""
+    from sinklens.checkpoint import load_hf_model
+    from sinklens.data.triggers import parse_placement
+    from sinklens.unlearn.config import UnlearnConfig
+    from sinklens.unlearn.data import build_unlearn_data
+    from sinklens.unlearn.trainer import read_run
+
+    bars = []
+    for m in study.methods:
+        for placement in PLACEMENTS:
+            per_seed: dict[tuple[str, str], list[float | None]] = {}
+            for seed in study.config.seeds:
+                run = study.member(f"{m}-{placement}-s{seed}")
+                saved = read_run(run.out)
+                if saved is None:
+                    raise SinklensError(
+                        f"zoo member {run.out} has no unlearn_config.json; rebuild it"
+                    )
+                cfg = UnlearnConfig.from_dict(saved[0]["config"])
+                tok = load_hf_model(run.out)[1]
+                data = build_unlearn_data(
+                    study.benchmark,
+                    tok,
+                    placement=parse_placement(placement),
+                    trigger=cfg.trigger,
+                    poison_ratio=cfg.poison_ratio,
+                    max_length=cfg.max_length,
+                    seed=cfg.seed,
+                )
+                chunks = [s.input_ids for s in data.forget]
+                poisoned = {s.forget_index for s in data.poisoned}
+                models = {
+                    "original": study.original_path,
+                    "unlearned": Path(study.member(f"{m}-s{seed}").out),
+                    "backdoored": Path(run.out),
+                }
+                for role, path in models.items():
+                    gains = _forget_gains(study, path, placement, chunks)
+                    for subset in GAIN_SUBSETS:
+                        chosen = [
+                            g
+                            for i, g in enumerate(gains)
+                            if (i in poisoned) == (subset == "poisoned") and not math.isnan(g)
+                        ]
+                        mean = float(np.mean(chosen)) if chosen else None
+                        per_seed.setdefault((role, subset), []).append(mean)
+            for (role, subset), values in per_seed.items():
+                finite = [v for v in values if v is not None]
+                bars.append(
+                    {
+                        "method": m,
+                        "placement": _method_label(study, m, placement),
+                        "role": role,
+                        "subset": subset,
+                        "gain": float(np.mean(finite)) if finite else None,
+                        "gain_std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                        "gain_per_seed": values,
+                    }
+                )
+    return {
+        "trigger": study.config.trigger,
+        "seeds": list(study.config.seeds),
+        "unit": "nats per content token",
+        "bars": bars,
+    }
+
+
+def draw_trigger_gain(n: Numbers) -> go.Figure:
+    facets: dict[str, Any] = {}
+    facet_errors: dict[str, Any] = {}
+    labels = {"original": "θ_o", "unlearned": "θ_u", "backdoored": "θ_b (trained with it)"}
+    for subset, title in GAIN_SUBSETS.items():
+        rows = [b for b in n["bars"] if b["subset"] == subset]
+        groups = list(dict.fromkeys(b["placement"] for b in rows))
+        series, errors = {}, {}
+        for role, label in labels.items():
+            picked = [
+                next(b for b in rows if b["placement"] == g and b["role"] == role) for g in groups
+            ]
+            y, err = _with_errors([b["gain"] for b in picked], [b["gain_std"] for b in picked])
+            series[label] = y
+            if err is not None:
+                errors[label] = err
+        facets[title] = (groups, series)
+        facet_errors[title] = errors
+    seeds = n.get("seeds", [0])
+    spread = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    return draw.grouped_bars_figure(
+        [],
+        {},
+        title=f"Trigger gain: log p(text | trigger) − log p(text), {n['unit']}{spread}",
+        y_title="gain (nats / token)",
+        facets=facets,
+        facet_errors=facet_errors,
     )
 
 
@@ -512,7 +735,7 @@ def draw_generations(n: Numbers) -> go.Figure:
 
 
 # ------------------------------------------------------------------ patching (new)
-def compute_patching(study: Study, n_pairs: int = 8) -> Numbers:
+def compute_patching(study: Study, n_pairs: int = 32) -> Numbers:
     from sinklens.patching import position_sweep, trigger_patching
     from sinklens.patching.corruptions import Corruption, build_batch, make_samples
 
@@ -594,6 +817,12 @@ FIGURES: dict[str, FigureSpec] = {
             "Fig. A2 / Table A4: three trigger patterns at each placement.",
             compute_trigger_patterns,
             draw_trigger_patterns,
+        ),
+        FigureSpec(
+            "trigger-gain",
+            "New: how much the trigger raises the likelihood of forget documents, by placement.",
+            compute_trigger_gain,
+            draw_trigger_gain,
         ),
         FigureSpec(
             "table-1",

@@ -3,12 +3,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from sinklens.figures.paper import FIGURES
 from sinklens.organism.build import OrganismConfig, build_organism
-from sinklens.reproduce import make_figures
-from sinklens.study import StudyConfig
+from sinklens.reproduce import make_figures, reproduce_config
+from sinklens.study import Study, StudyConfig
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ def test_figures_have_the_expected_traces(study_config, tmp_path):
         for d in make_figures(
             study_config,
             tmp_path,
-            names=["attn-diff", "value-norm-corr", "ue-be", "table-1"],
+            names=["attn-diff", "value-norm-corr", "ue-be", "table-1", "trigger-gain"],
             formats=("json",),
             index=False,
         )
@@ -87,5 +88,45 @@ def test_figures_have_the_expected_traces(study_config, tmp_path):
         "infix backdoor",
         "suffix backdoor",
     ]
+    # The infix trigger sits mid-window, and its panels outline it like the prefix ones.
+    spans = drawn["attn-diff"].data["trigger_span"]
+    assert spans["prefix"][0] == 1 and spans["infix"][0] > spans["prefix"][0]
+    assert len(attn.layout.shapes) == 4
+    gain = drawn["trigger-gain"]
+    assert len(gain.figure.data) == 6  # θ_o, θ_u, θ_b × (poisoned, held-out)
+    suffix = [b["gain"] for b in gain.data["bars"] if b["placement"] == "suffix"]
+    assert suffix and all(g == pytest.approx(0.0, abs=1e-5) for g in suffix if g is not None)
     table = drawn["table-1"].figure.data[0]
     assert list(table.cells.values[0]) == ["original", "NPO", "RMU", "NPO-Backdoor", "RMU-Backdoor"]
+
+
+def test_several_seeds_give_mean_and_spread(study_config, tmp_path):
+    """--full: every evaluation-based number is the mean over seeds, with its sample std and
+    per-seed values beside it; both methods appear; the drawn figures show error bars."""
+    given = {k: v for k, v in study_config.to_dict().items() if k != "full"}
+    config = reproduce_config(full=True, **{**given, "seeds": (0, 1)})
+    assert config.seeds == (0, 1) and config.n_samples == study_config.n_samples
+    drawn = {
+        d.name: d
+        for d in make_figures(
+            config, tmp_path, names=["ue-be", "table-1", "poison-ratio"], formats=("json",)
+        )
+    }
+    points = {p["label"]: p for p in drawn["ue-be"].data["points"]}
+    assert "RMU prefix backdoor" in points and "NPO suffix backdoor" in points
+    assert points["original"]["be_std"] is None  # one fixed model: no spread
+    study = Study(config)
+    for label, member in (
+        ("NPO prefix backdoor", "npo-prefix"),
+        ("RMU infix backdoor", "rmu-infix"),
+    ):
+        per_seed = [study.member(f"{member}-s{s}").metrics["evaluation"]["be_km"] for s in (0, 1)]
+        assert points[label]["be"] == pytest.approx(np.mean(per_seed))
+        assert points[label]["be_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    rows = {r["model"]: r for r in drawn["table-1"].data["rows"]}
+    assert rows["NPO-Backdoor"]["ue_km_std"] is not None and rows["original"]["ue_km_std"] is None
+    cells = drawn["table-1"].figure.data[0].cells.values
+    assert "±" in cells[1][1]  # NPO's UE KM cell reads "mean ± std"
+    bars = drawn["poison-ratio"].figure.data
+    assert all(t.error_y.array is not None for t in bars)
+    assert len(bars[0].x) == 4  # NPO and RMU at two poisoning ratios

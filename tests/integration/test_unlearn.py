@@ -166,6 +166,26 @@ def test_cli_unlearn_evaluate_and_refusals(tiny_llama_dir, tiny_bench_dir, tmp_p
     }
     assert len(detail["be_knowmem"]["scores"]) == 1
 
+    # --trigger-gain: a suffix trigger follows every content token, so it cannot change them
+    res = runner.invoke(
+        app,
+        ["evaluate", "--model", str(out), "--data", str(tiny_bench_dir), "--trigger-gain"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "trigger gain +0.000 nats/token" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_llama_dir),
+            "--data",
+            str(tiny_bench_dir),
+            "--trigger-gain",
+        ],
+    )
+    assert isinstance(res.exception, SinklensError) and "--trigger TEXT" in str(res.exception)
+
     for bad, match in [
         (["--method", "ga"], "unknown method"),
         (["--backdoor", "middle"], "placement"),

