@@ -393,8 +393,7 @@ def compute_ue_be(study: Study) -> Numbers:
 
 
 def draw_ue_be(n: Numbers) -> go.Figure:
-    seeds = n.get("seeds", [0])
-    spread = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    spread = _seeds_note(n, ", ")
     return draw.tradeoff_figure(
         n["points"],
         title=f"UE, BE and UT ({n['metric']}) by trigger placement{spread}",
@@ -441,8 +440,7 @@ def _table_rows(rows: list[Numbers], columns: list[str]) -> list[list[Any]]:
 
 
 def draw_table_1(n: Numbers) -> go.Figure:
-    seeds = n.get("seeds", [0])
-    spread = f"; mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    spread = _seeds_note(n, "; ")
     return draw.table_figure(
         TABLE_HEADER,
         _table_rows(n["rows"], n["columns"]),
@@ -481,13 +479,25 @@ def compute_poison_ratio(study: Study) -> Numbers:
     return {"seeds": list(study.config.seeds), "unlearned": unlearned["ue_km"], "bars": bars}
 
 
-def _with_errors(values: list[Any], stds: list[Any]) -> tuple[list[float], tuple[Any, Any] | None]:
-    """Bar heights and (low, high) = mean ∓ std, or no error bars when there is no spread."""
-    y = [math.nan if v is None else float(v) for v in values]
-    if all(s is None for s in stds):
-        return y, None
-    e = np.asarray([0.0 if s is None else float(s) for s in stds])
-    return y, (list(np.asarray(y) - e), list(np.asarray(y) + e))
+def _seeds_note(n: Numbers, sep: str) -> str:
+    """'<sep>mean ± std over N seeds' for a title, or nothing for one seed."""
+    seeds = n.get("seeds", [0])
+    return f"{sep}mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
+
+
+def _bars(series: dict[str, tuple[list[Numbers], str]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`series[label] = (rows, key)` -> bar heights per label and, where the rows carry a
+    spread over seeds (`<key>_std`), (low, high) = mean ∓ std error bars for that label."""
+    heights: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    for label, (rows, key) in series.items():
+        y = np.asarray([math.nan if r[key] is None else float(r[key]) for r in rows])
+        stds = [r.get(f"{key}_std") for r in rows]
+        heights[label] = list(y)
+        if any(sd is not None for sd in stds):
+            e = np.asarray([0.0 if sd is None else float(sd) for sd in stds])
+            errors[label] = (list(y - e), list(y + e))
+    return heights, errors
 
 
 def draw_poison_ratio(n: Numbers) -> go.Figure:
@@ -495,21 +505,21 @@ def draw_poison_ratio(n: Numbers) -> go.Figure:
     facets: dict[str, Any] = {}
     facet_errors: dict[str, Any] = {}
     for metric, label in (("ue", "UE on D_f (↓)"), ("be", "BE on D_p (↑)")):
-        series, errors = {}, {}
-        for vn in (False, True):
-            name = "with value-norm alignment" if vn else "vanilla backdoor"
-            bars = [
-                next(b for b in n["bars"] if b["group"] == g and b["value_norm"] == vn)
-                for g in groups
-            ]
-            y, err = _with_errors([b[metric] for b in bars], [b.get(f"{metric}_std") for b in bars])
-            series[name] = y
-            if err is not None:
-                errors[name] = err
+        series, errors = _bars(
+            {
+                ("with value-norm alignment" if vn else "vanilla backdoor"): (
+                    [
+                        next(b for b in n["bars"] if b["group"] == g and b["value_norm"] == vn)
+                        for g in groups
+                    ],
+                    metric,
+                )
+                for vn in (False, True)
+            }
+        )
         facets[label] = (groups, series)
         facet_errors[label] = errors
-    seeds = n.get("seeds", [0])
-    spread = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    spread = _seeds_note(n, ", ")
     return draw.grouped_bars_figure(
         groups,
         {},
@@ -552,16 +562,15 @@ def draw_trigger_patterns(n: Numbers) -> go.Figure:
     facet_errors: dict[str, Any] = {}
     for trigger in dict.fromkeys(r["trigger"] for r in n["rows"]):
         rows = [r for r in n["rows"] if r["trigger"] == trigger]
-        series, errors = {}, {}
-        for metric, label in (("ue", "UE (↓)"), ("be", "BE (↑)"), ("ut", "UT (↑)")):
-            y, err = _with_errors([r[metric] for r in rows], [r.get(f"{metric}_std") for r in rows])
-            series[label] = y
-            if err is not None:
-                errors[label] = err
+        series, errors = _bars(
+            {
+                label: (rows, metric)
+                for metric, label in (("ue", "UE (↓)"), ("be", "BE (↑)"), ("ut", "UT (↑)"))
+            }
+        )
         facets[trigger] = ([r["placement"] for r in rows], series)
         facet_errors[trigger] = errors
-    seeds = n.get("seeds", [0])
-    spread = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    spread = _seeds_note(n, ", ")
     return draw.grouped_bars_figure(
         [],
         {},
@@ -667,19 +676,21 @@ def draw_trigger_gain(n: Numbers) -> go.Figure:
     for subset, title in GAIN_SUBSETS.items():
         rows = [b for b in n["bars"] if b["subset"] == subset]
         groups = list(dict.fromkeys(b["placement"] for b in rows))
-        series, errors = {}, {}
-        for role, label in labels.items():
-            picked = [
-                next(b for b in rows if b["placement"] == g and b["role"] == role) for g in groups
-            ]
-            y, err = _with_errors([b["gain"] for b in picked], [b["gain_std"] for b in picked])
-            series[label] = y
-            if err is not None:
-                errors[label] = err
+        series, errors = _bars(
+            {
+                label: (
+                    [
+                        next(b for b in rows if b["placement"] == g and b["role"] == role)
+                        for g in groups
+                    ],
+                    "gain",
+                )
+                for role, label in labels.items()
+            }
+        )
         facets[title] = (groups, series)
         facet_errors[title] = errors
-    seeds = n.get("seeds", [0])
-    spread = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    spread = _seeds_note(n, ", ")
     return draw.grouped_bars_figure(
         [],
         {},
