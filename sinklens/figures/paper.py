@@ -776,7 +776,7 @@ def draw_patching(n: Numbers) -> go.Figure:
     effect = np.asarray(n["effect"], dtype=float)
     return draw.heatmap_figure(
         effect,
-        title="Denoising head patching in θ_b: fraction of the trigger's recovery restored",
+        title="Head patching in θ_b (denoising): recovery restored",
         x_title="head",
         y_title="layer",
         diverging=True,
