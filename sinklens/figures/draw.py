@@ -270,18 +270,24 @@ def tradeoff_figure(
                     y=[p[metric]],
                     error_x=_spread(p.get("be_std")),
                     error_y=_spread(p.get(f"{metric}_std")),
-                    mode="markers+text",
+                    # Past a handful of points the labels overlap; the legend names them.
+                    mode="markers+text" if len(points) <= 6 else "markers",
                     text=[p["label"]],
                     textposition="top center",
                     name=p["label"],
                     legendgroup=p["label"],
-                    marker={"size": 12, "color": PALETTE[i % len(PALETTE)]},
+                    marker={
+                        "size": 12,
+                        "color": PALETTE[i % len(PALETTE)],
+                        "symbol": ("circle", "diamond", "square")[i // len(PALETTE) % 3],
+                    },
                     showlegend=col == 1,
                 ),
                 row=1,
                 col=col,
             )
-        fig.update_xaxes(title_text="BE on D_p (↑)", range=[0, top], row=1, col=col)
+        # A little room below 0 so that points at BE = 0 (suffix) are not cut in half.
+        fig.update_xaxes(title_text="BE on D_p (↑)", range=[-0.04, top], row=1, col=col)
         fig.update_yaxes(
             title_text="UE on D_f (↓)" if metric == "ue" else "UT on D_r (↑)",
             range=[0, top],
