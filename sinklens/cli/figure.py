@@ -88,14 +88,17 @@ def reproduce(
     formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
 ) -> None:
     """Build the organism's zoo if needed and write every figure, table and an index.html."""
+    from sinklens.figures.export import prepare_output_folder
     from sinklens.reproduce import make_figures, reproduce_config
 
+    config = reproduce_config(full, **({"seeds": parse_seeds(seeds)} if seeds else {}))
+    prepare_output_folder(out)  # a bad --out fails before the long run starts
     typer.echo(
         "sinklens reproduce: computing every figure (zoo members are trained once and cached)",
         err=True,
     )
     drawn = make_figures(
-        reproduce_config(full, **({"seeds": parse_seeds(seeds)} if seeds else {})),
+        config,
         out,
         formats=_formats(formats),
         on_figure=_progress,

@@ -50,6 +50,11 @@ def test_unknown_command_fails_without_traceback():
         ["figure", "attn-diff", "--layer", "99", "--original", "/nonexistent/model"],
         ["unlearn", "--method", "sgd", "--out", "x"],
         ["analyze", "attention-diff", "--original", "/nonexistent/model"],
+        ["figure", "ue-be", "--seeds", "0,x"],
+        ["reproduce", "--seeds", "1,1", "--out", "unused-folder"],
+        ["reproduce", "--out", "/etc/hostname"],
+        ["zoo", "build", "--out", "unused-folder", "--seeds", "-1"],
+        ["evaluate", "--trigger-gain", "--model", "/nonexistent/model"],
     ],
 )
 def test_bad_input_is_one_line_on_stderr(args):
