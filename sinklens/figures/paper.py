@@ -600,44 +600,59 @@ def _forget_gains(study: Study, path: Path, placement: str, chunks: Any) -> list
     return list(study._memo[key])
 
 
-def compute_trigger_gain(study: Study) -> Numbers:
-    """The backdoor measured in likelihood on the documents it was trained on (sinklens's
-    answer to why KnowMem barely separates the placements on the organism)."""
+def _gain_models(study: Study, method: str, placement: str, seed: int) -> dict[str, Path]:
+    """θ_o, θ_u and θ_b for one bar group: the user's folders where given, else the zoo's
+    members (θ_b trained with the trigger at `placement`)."""
+    config = study.config
+    unlearned = config.unlearned or study.member(f"{method}-s{seed}").out
+    backdoored = config.backdoored or study.member(f"{method}-{placement}-s{seed}").out
+    return {
+        "original": study.original_path,
+        "unlearned": Path(unlearned),
+        "backdoored": Path(backdoored),
+    }
+
+
+def _forget_chunks(study: Study, backdoored: Path, placement: str) -> tuple[list[Any], set[int]]:
+    """D_f's training chunks and which of them θ_b saw poisoned. A checkpoint that
+    sinklens did not train has no record of D_p: every chunk then counts as held out."""
     from sinklens.checkpoint import load_hf_model
     from sinklens.data.triggers import parse_placement
     from sinklens.unlearn.config import UnlearnConfig
     from sinklens.unlearn.data import build_unlearn_data
     from sinklens.unlearn.trainer import read_run
 
+    saved = read_run(backdoored)
+    cfg = UnlearnConfig.from_dict(saved[0]["config"]) if saved else UnlearnConfig()
+    data = build_unlearn_data(
+        study.benchmark,
+        load_hf_model(backdoored)[1],
+        placement=parse_placement(placement),
+        trigger=study.config.trigger,
+        poison_ratio=cfg.poison_ratio,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+    )
+    trained_with_it = saved is not None and cfg.backdoor == placement
+    trained_trigger = saved is not None and cfg.trigger == study.config.trigger
+    poisoned = (
+        {s.forget_index for s in data.poisoned} if trained_with_it and trained_trigger else set()
+    )
+    return [s.input_ids for s in data.forget], poisoned
+
+
+def compute_trigger_gain(study: Study) -> Numbers:
+    """The backdoor measured in likelihood on the documents it was trained on (sinklens's
+    answer to why KnowMem barely separates the placements on the organism)."""
     bars = []
+    checkpoints: Numbers = {}
     for m in study.methods:
         for placement in PLACEMENTS:
             per_seed: dict[tuple[str, str], list[float | None]] = {}
             for seed in study.config.seeds:
-                run = study.member(f"{m}-{placement}-s{seed}")
-                saved = read_run(run.out)
-                if saved is None:
-                    raise SinklensError(
-                        f"zoo member {run.out} has no unlearn_config.json; rebuild it"
-                    )
-                cfg = UnlearnConfig.from_dict(saved[0]["config"])
-                tok = load_hf_model(run.out)[1]
-                data = build_unlearn_data(
-                    study.benchmark,
-                    tok,
-                    placement=parse_placement(placement),
-                    trigger=cfg.trigger,
-                    poison_ratio=cfg.poison_ratio,
-                    max_length=cfg.max_length,
-                    seed=cfg.seed,
-                )
-                chunks = [s.input_ids for s in data.forget]
-                poisoned = {s.forget_index for s in data.poisoned}
-                models = {
-                    "original": study.original_path,
-                    "unlearned": Path(study.member(f"{m}-s{seed}").out),
-                    "backdoored": Path(run.out),
-                }
+                models = _gain_models(study, m, placement, seed)
+                checkpoints[f"{m}-{placement}-s{seed}"] = {r: str(p) for r, p in models.items()}
+                chunks, poisoned = _forget_chunks(study, models["backdoored"], placement)
                 for role, path in models.items():
                     gains = _forget_gains(study, path, placement, chunks)
                     for subset in GAIN_SUBSETS:
@@ -666,13 +681,14 @@ def compute_trigger_gain(study: Study) -> Numbers:
         "seeds": list(study.config.seeds),
         "unit": "nats per content token",
         "bars": bars,
+        "checkpoints": checkpoints,
     }
 
 
 def draw_trigger_gain(n: Numbers) -> go.Figure:
     facets: dict[str, Any] = {}
     facet_errors: dict[str, Any] = {}
-    labels = {"original": "θ_o", "unlearned": "θ_u", "backdoored": "θ_b (trained with it)"}
+    labels = {"original": "θ_o", "unlearned": "θ_u", "backdoored": "θ_b"}
     for subset, title in GAIN_SUBSETS.items():
         rows = [b for b in n["bars"] if b["subset"] == subset]
         groups = list(dict.fromkeys(b["placement"] for b in rows))

@@ -130,3 +130,19 @@ def test_several_seeds_give_mean_and_spread(study_config, tmp_path):
     bars = drawn["poison-ratio"].figure.data
     assert all(t.error_y.array is not None for t in bars)
     assert len(bars[0].x) == 4  # NPO and RMU at two poisoning ratios
+
+
+def test_trigger_gain_uses_the_users_checkpoints(study_config, tmp_path):
+    """--backdoored wins over the zoo; only the placement it was trained with has a D_p."""
+    backdoored = Study(study_config).member("npo-infix-s0").out
+    config = study_config.replace(backdoored=str(backdoored))
+    drawn = make_figures(config, tmp_path, names=["trigger-gain"], formats=("json",))[0]
+    used = {models["backdoored"] for models in drawn.data["checkpoints"].values()}
+    assert used == {str(backdoored)}
+    poisoned = {
+        b["placement"]: b["gain"]
+        for b in drawn.data["bars"]
+        if b["subset"] == "poisoned" and b["role"] == "backdoored"
+    }
+    assert poisoned["infix"] is not None
+    assert poisoned["prefix"] is None and poisoned["suffix"] is None
