@@ -373,37 +373,6 @@ def _letter_ids(tokenizer: PreTrainedTokenizerBase, n: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def _continuation_logprobs(
-    model: PreTrainedModel,
-    contexts: Sequence[Sequence[int]],
-    continuations: Sequence[Sequence[int]],
-    pad_id: int,
-    batch_size: int,
-) -> list[float]:
-    """Sum of log p(continuation | context) per pair, batched with right padding."""
-    device = next(model.parameters()).device
-    sums: list[float] = []
-    for start in range(0, len(contexts), batch_size):
-        ctx = contexts[start : start + batch_size]
-        cont = continuations[start : start + batch_size]
-        seqs = [list(c) + list(k) for c, k in zip(ctx, cont, strict=True)]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-        logits: Float[Tensor, "batch seq vocab"] = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device)
-        ).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
-        for i, (c, k) in enumerate(zip(ctx, cont, strict=True)):
-            at = torch.arange(len(c) - 1, len(c) + len(k) - 1, device=device)
-            target = torch.tensor(list(k), device=device)
-            sums.append(float(logp[i, at, target].sum()))
-    return sums
-
-
 def _token_logprobs(
     model: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int
 ) -> list[Tensor]:
@@ -426,6 +395,20 @@ def _token_logprobs(
         picked = logp.gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
         out.extend(picked[i, : len(s) - 1] for i, s in enumerate(chunk))
     return out
+
+
+def _continuation_logprobs(
+    model: PreTrainedModel,
+    contexts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+) -> list[float]:
+    """Sum of log p(continuation | context) per pair, batched with right padding."""
+    seqs = [list(c) + list(k) for c, k in zip(contexts, continuations, strict=True)]
+    per_token = _token_logprobs(model, seqs, pad_id, batch_size)
+    # per_token[q - 1] scores token q, so the continuation starts at index len(context) - 1.
+    return [float(lp[len(c) - 1 :].sum()) for lp, c in zip(per_token, contexts, strict=True)]
 
 
 @dataclass(frozen=True)
