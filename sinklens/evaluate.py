@@ -387,10 +387,9 @@ def _token_logprobs(
         for i, s in enumerate(chunk):
             ids[i, : len(s)] = torch.tensor(list(s))
             mask[i, : len(s)] = 1
-        with torch.no_grad():
-            logits: Float[Tensor, "batch seq vocab"] = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device)
-            ).logits.float()
+        logits: Float[Tensor, "batch seq vocab"] = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device)
+        ).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
         picked = logp.gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
         out.extend(picked[i, : len(s) - 1] for i, s in enumerate(chunk))
