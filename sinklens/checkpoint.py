@@ -67,6 +67,17 @@ def validate_checkpoint_folder(path: str | Path) -> Path:
     return folder.resolve()
 
 
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved with a checkpoint, without loading its weights."""
+    folder = validate_checkpoint_folder(path)
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except Exception as err:
+        raise SinklensError(
+            f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err}); save it with the model"
+        ) from None
+
+
 def load_hf_model(
     path: str | Path,
     dtype: torch.dtype = torch.float32,
@@ -80,12 +91,7 @@ def load_hf_model(
     """
     folder = validate_checkpoint_folder(path)
     has_safetensors = any(folder.glob("*.safetensors"))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    except Exception as err:
-        raise SinklensError(
-            f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err}); save it with the model"
-        ) from None
+    tokenizer = load_tokenizer(folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder,
@@ -181,6 +187,7 @@ def model_architecture(config_or_path: str | Path | Any) -> dict[str, int]:
 __all__ = [
     "checkpoint_fingerprint",
     "load_hf_model",
+    "load_tokenizer",
     "model_architecture",
     "save_hf_model",
     "validate_checkpoint_folder",

@@ -274,15 +274,15 @@ def resolve_layer(layer: int, n_layers: int) -> int:
 
 
 def _load_hf(path: Path, dtype: torch.dtype, device: str, device_map: Any) -> tuple[Any, Any]:
-    from sinklens.checkpoint import load_hf_model, validate_checkpoint_folder
+    from sinklens.checkpoint import load_hf_model, load_tokenizer, validate_checkpoint_folder
 
     if device_map is None:
         return load_hf_model(path, dtype=dtype, device=device)
     # Spread across GPUs (7B+): same guarantees as load_hf_model, placement left to accelerate.
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     folder = validate_checkpoint_folder(path)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder,

@@ -105,12 +105,6 @@ def _pairs(data: Path | None, items: str, split: str, limit: int) -> list[tuple[
     return pairs[:limit]
 
 
-def _tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
-
-
 def _batch(
     tok: Any, pairs: list[tuple[str, str]], trigger: str, placement: str, corruption: Any
 ) -> Any:
@@ -199,11 +193,12 @@ def register(app: typer.Typer) -> None:
         cache: CacheOpt = False,
     ) -> None:
         """Trigger patching in θ_b: each head's share of the trigger's recovery."""
+        from sinklens.checkpoint import load_tokenizer
         from sinklens.patching import Corruption, attribution_patching, trigger_patching
 
         b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
         u_model = _unlearned_for(metric, unlearned, zoo, f"{method}-s{seed}")
-        tok = _tokenizer(b_path)
+        tok = load_tokenizer(b_path)
         batch = _batch(
             tok,
             _pairs(data, items, "forget", limit),
@@ -262,13 +257,14 @@ def register(app: typer.Typer) -> None:
         cache: CacheOpt = False,
     ) -> None:
         """Position sweep: each head's effect and trigger attention as the trigger moves deeper."""
+        from sinklens.checkpoint import load_tokenizer
         from sinklens.patching import Corruption, position_sweep
 
         b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
         u_model = _unlearned_for(metric, unlearned, zoo, f"{method}-s{seed}")
         res = position_sweep(
             _boot(b_path),
-            _tokenizer(b_path),
+            load_tokenizer(b_path),
             _pairs(data, items, "forget", limit),
             trigger,
             depths=None if depths is None else [d.strip() for d in depths.split(",")],
@@ -314,6 +310,7 @@ def register(app: typer.Typer) -> None:
         cache: CacheOpt = False,
     ) -> None:
         """Cross-model patching of each head from θ_o or θ_b into θ_u on the same input."""
+        from sinklens.checkpoint import load_tokenizer
         from sinklens.patching import Corruption, cross_model_patching
 
         if source not in ("original", "backdoored"):
@@ -323,7 +320,7 @@ def register(app: typer.Typer) -> None:
             s_path = _resolve("original", original, zoo, "")
         else:
             s_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
-        tok = _tokenizer(u_path)
+        tok = load_tokenizer(u_path)
         pairs = _pairs(data, items, "forget", limit)
         batch = (
             _clean_batch(tok, pairs)
@@ -371,10 +368,11 @@ def register(app: typer.Typer) -> None:
         cache: CacheOpt = False,
     ) -> None:
         """Sink ablation in chosen heads: BE on triggered forget data, clean forget and retain."""
+        from sinklens.checkpoint import load_tokenizer
         from sinklens.patching import Corruption, sink_ablation, trigger_patching
 
         b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
-        tok = _tokenizer(b_path)
+        tok = load_tokenizer(b_path)
         model = _boot(b_path)
         forget = _pairs(data, "knowmem", "forget", limit)
         triggered = _batch(tok, forget, trigger, placement, Corruption("random", seed))

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from sinklens.checkpoint import (
     checkpoint_fingerprint,
     load_hf_model,
-    validate_checkpoint_folder,
+    load_tokenizer,
 )
 from sinklens.data.formats import load_benchmark
 from sinklens.errors import SinklensError
@@ -212,18 +212,6 @@ def _sink_mask(samples: tuple[Sample, ...], index: list[int], n_sink: int) -> Te
     return (torch.arange(n_sink)[None, :] < lengths[:, None]).long()
 
 
-def _load_tokenizer(model_path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    folder = validate_checkpoint_folder(model_path)
-    try:
-        return AutoTokenizer.from_pretrained(folder)
-    except Exception as err:
-        raise SinklensError(
-            f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err}); save it with the model"
-        ) from None
-
-
 def _use_sdpa(model: nn.Module) -> None:
     # Eager attention (what load_hf_model gives, for attention maps) is slow to train;
     # the saved config is re-read with eager at load time anyway.
@@ -262,7 +250,7 @@ def run_unlearning(
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     # The tokenizer alone decides the data and its hash: a reused run never loads weights.
-    tokenizer = _load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path)
     placement = cfg.placement
     data: UnlearnData = build_unlearn_data(
         bench,
