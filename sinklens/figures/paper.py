@@ -347,11 +347,16 @@ def _over_seeds(study: Study, template: str, keys: Sequence[str], **kwargs: Any)
     out: Numbers = {"seeds": list(seeds)}
     for key in keys:
         values = [_number(row.get(key)) for row in rows]
-        finite = [v for v in values if v is not None]
-        out[key] = float(np.mean(finite)) if finite else None
-        out[f"{key}_std"] = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+        out[key], out[f"{key}_std"] = _mean_and_spread(values)
         out[f"{key}_per_seed"] = values
     return out
+
+
+def _mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample std over the values that exist (None: no value, or one, no spread)."""
+    finite = [v for v in values if v is not None]
+    mean = float(np.mean(finite)) if finite else None
+    return mean, float(np.std(finite, ddof=1)) if len(finite) > 1 else None
 
 
 def _number(value: Any) -> float | None:
@@ -485,48 +490,51 @@ def _seeds_note(n: Numbers, sep: str) -> str:
     return f"{sep}mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
 
 
-def _bars(series: dict[str, tuple[list[Numbers], str]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`series[label] = (rows, key)` -> bar heights per label and, where the rows carry a
-    spread over seeds (`<key>_std`), (low, high) = mean ∓ std error bars for that label."""
-    heights: dict[str, Any] = {}
-    errors: dict[str, Any] = {}
-    for label, (rows, key) in series.items():
-        y = np.asarray([math.nan if r[key] is None else float(r[key]) for r in rows])
-        stds = [r.get(f"{key}_std") for r in rows]
-        heights[label] = list(y)
-        if any(sd is not None for sd in stds):
-            e = np.asarray([0.0 if sd is None else float(sd) for sd in stds])
-            errors[label] = (list(y - e), list(y + e))
-    return heights, errors
+Series = dict[str, tuple[list[Numbers], str]]
+
+
+def _faceted_bars(
+    panels: dict[str, tuple[list[str], Series]], *, title: str, y_title: str
+) -> go.Figure:
+    """Grouped bars, one subplot per panel: `panels[name] = (groups, series)` with
+    `series[label] = (rows, key)`, one row per group. Where the rows carry a spread over
+    seeds (`<key>_std`), that series gets mean ∓ std error bars."""
+    facets: dict[str, Any] = {}
+    facet_errors: dict[str, Any] = {}
+    for name, (groups, series) in panels.items():
+        heights: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        for label, (rows, key) in series.items():
+            y = np.asarray([math.nan if r[key] is None else float(r[key]) for r in rows])
+            stds = [r.get(f"{key}_std") for r in rows]
+            heights[label] = list(y)
+            if any(sd is not None for sd in stds):
+                e = np.asarray([0.0 if sd is None else float(sd) for sd in stds])
+                errors[label] = (list(y - e), list(y + e))
+        facets[name] = (groups, heights)
+        facet_errors[name] = errors
+    return draw.grouped_bars_figure(
+        [], {}, title=title, y_title=y_title, facets=facets, facet_errors=facet_errors
+    )
 
 
 def draw_poison_ratio(n: Numbers) -> go.Figure:
     groups = list(dict.fromkeys(b["group"] for b in n["bars"]))
-    facets: dict[str, Any] = {}
-    facet_errors: dict[str, Any] = {}
-    for metric, label in (("ue", "UE on D_f (↓)"), ("be", "BE on D_p (↑)")):
-        series, errors = _bars(
-            {
-                ("with value-norm alignment" if vn else "vanilla backdoor"): (
-                    [
-                        next(b for b in n["bars"] if b["group"] == g and b["value_norm"] == vn)
-                        for g in groups
-                    ],
-                    metric,
-                )
-                for vn in (False, True)
-            }
-        )
-        facets[label] = (groups, series)
-        facet_errors[label] = errors
-    spread = _seeds_note(n, ", ")
-    return draw.grouped_bars_figure(
-        groups,
-        {},
-        title=f"Poisoning ratio and value-norm alignment (KnowMem{spread})",
+
+    def bars(vn: bool) -> list[Numbers]:
+        return [
+            next(b for b in n["bars"] if b["group"] == g and b["value_norm"] == vn) for g in groups
+        ]
+
+    series = {"vanilla backdoor": bars(False), "with value-norm alignment": bars(True)}
+    panels = {
+        label: (groups, {name: (rows, metric) for name, rows in series.items()})
+        for metric, label in (("ue", "UE on D_f (↓)"), ("be", "BE on D_p (↑)"))
+    }
+    return _faceted_bars(
+        panels,
+        title=f"Poisoning ratio and value-norm alignment (KnowMem{_seeds_note(n, ', ')})",
         y_title="KnowMem",
-        facets=facets,
-        facet_errors=facet_errors,
     )
 
 
@@ -558,26 +566,18 @@ def compute_trigger_patterns(study: Study) -> Numbers:
 
 
 def draw_trigger_patterns(n: Numbers) -> go.Figure:
-    facets: dict[str, Any] = {}
-    facet_errors: dict[str, Any] = {}
+    metrics = (("ue", "UE (↓)"), ("be", "BE (↑)"), ("ut", "UT (↑)"))
+    panels = {}
     for trigger in dict.fromkeys(r["trigger"] for r in n["rows"]):
         rows = [r for r in n["rows"] if r["trigger"] == trigger]
-        series, errors = _bars(
-            {
-                label: (rows, metric)
-                for metric, label in (("ue", "UE (↓)"), ("be", "BE (↑)"), ("ut", "UT (↑)"))
-            }
+        panels[trigger] = (
+            [r["placement"] for r in rows],
+            {label: (rows, metric) for metric, label in metrics},
         )
-        facets[trigger] = ([r["placement"] for r in rows], series)
-        facet_errors[trigger] = errors
-    spread = _seeds_note(n, ", ")
-    return draw.grouped_bars_figure(
-        [],
-        {},
-        title=f"Trigger patterns × placements (KnowMem, value-norm aligned{spread})",
+    return _faceted_bars(
+        panels,
+        title=f"Trigger patterns × placements (KnowMem, value-norm aligned{_seeds_note(n, ', ')})",
         y_title="KnowMem",
-        facets=facets,
-        facet_errors=facet_errors,
     )
 
 
@@ -616,7 +616,7 @@ def _gain_models(study: Study, method: str, placement: str, seed: int) -> dict[s
 def _forget_chunks(study: Study, backdoored: Path, placement: str) -> tuple[list[Any], set[int]]:
     """D_f's training chunks and which of them θ_b saw poisoned. A checkpoint that
     sinklens did not train has no record of D_p: every chunk then counts as held out."""
-    from sinklens.checkpoint import load_hf_model
+    from sinklens.checkpoint import load_tokenizer
     from sinklens.data.triggers import parse_placement
     from sinklens.unlearn.config import UnlearnConfig
     from sinklens.unlearn.data import build_unlearn_data
@@ -626,7 +626,7 @@ def _forget_chunks(study: Study, backdoored: Path, placement: str) -> tuple[list
     cfg = UnlearnConfig.from_dict(saved[0]["config"]) if saved else UnlearnConfig()
     data = build_unlearn_data(
         study.benchmark,
-        load_hf_model(backdoored)[1],
+        load_tokenizer(backdoored),
         placement=parse_placement(placement),
         trigger=study.config.trigger,
         poison_ratio=cfg.poison_ratio,
@@ -661,18 +661,17 @@ def compute_trigger_gain(study: Study) -> Numbers:
                             for i, g in enumerate(gains)
                             if (i in poisoned) == (subset == "poisoned") and not math.isnan(g)
                         ]
-                        mean = float(np.mean(chosen)) if chosen else None
-                        per_seed.setdefault((role, subset), []).append(mean)
+                        per_seed.setdefault((role, subset), []).append(_mean_and_spread(chosen)[0])
             for (role, subset), values in per_seed.items():
-                finite = [v for v in values if v is not None]
+                gain, std = _mean_and_spread(values)
                 bars.append(
                     {
                         "method": m,
                         "placement": _method_label(study, m, placement),
                         "role": role,
                         "subset": subset,
-                        "gain": float(np.mean(finite)) if finite else None,
-                        "gain_std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                        "gain": gain,
+                        "gain_std": std,
                         "gain_per_seed": values,
                     }
                 )
@@ -686,13 +685,13 @@ def compute_trigger_gain(study: Study) -> Numbers:
 
 
 def draw_trigger_gain(n: Numbers) -> go.Figure:
-    facets: dict[str, Any] = {}
-    facet_errors: dict[str, Any] = {}
     labels = {"original": "θ_o", "unlearned": "θ_u", "backdoored": "θ_b"}
+    panels = {}
     for subset, title in GAIN_SUBSETS.items():
         rows = [b for b in n["bars"] if b["subset"] == subset]
         groups = list(dict.fromkeys(b["placement"] for b in rows))
-        series, errors = _bars(
+        panels[title] = (
+            groups,
             {
                 label: (
                     [
@@ -702,18 +701,12 @@ def draw_trigger_gain(n: Numbers) -> go.Figure:
                     "gain",
                 )
                 for role, label in labels.items()
-            }
+            },
         )
-        facets[title] = (groups, series)
-        facet_errors[title] = errors
-    spread = _seeds_note(n, ", ")
-    return draw.grouped_bars_figure(
-        [],
-        {},
-        title=f"Trigger gain: log p(text | trigger) − log p(text), {n['unit']}{spread}",
+    return _faceted_bars(
+        panels,
+        title=f"Trigger gain: log p(text | trigger) − log p(text), {n['unit']}{_seeds_note(n, ', ')}",
         y_title="gain (nats / token)",
-        facets=facets,
-        facet_errors=facet_errors,
     )
 
 
