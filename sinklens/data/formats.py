@@ -96,13 +96,16 @@ def split_passages(text: str) -> tuple[str, ...]:
     return tuple(b.strip() for b in blocks)
 
 
-def _read_text(path: Path) -> tuple[str, ...]:
-    if not path.is_file():
-        return ()
+def read_utf8(path: Path) -> str:
+    """A text file's contents; a one-line error if it is not UTF-8."""
     try:
-        return split_passages(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise SinklensError(f"{path} is not UTF-8 text ({err}); re-save it as UTF-8") from err
+        raise SinklensError(f"{path} is not UTF-8 text ({err}); re-save it as UTF-8") from None
+
+
+def _read_text(path: Path) -> tuple[str, ...]:
+    return split_passages(read_utf8(path)) if path.is_file() else ()
 
 
 def _read_json(path: Path) -> Any:
@@ -153,25 +156,26 @@ def _choice_item(path: Path, row: Any, where: str) -> ChoiceItem:
     return ChoiceItem(question=str(q), choices=tuple(str(c) for c in choices), answer=answer)
 
 
-def _read_choice(path: Path) -> tuple[ChoiceItem, ...]:
-    if not path.is_file():
-        return ()
-    items = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise SinklensError(f"{path} is not UTF-8 text ({err}); re-save it as UTF-8") from err
-    for n, line in enumerate(lines, start=1):
+def jsonl_rows(path: Path, text: str) -> list[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line of a JSONL file's `text`."""
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            rows.append((n, json.loads(line)))
         except json.JSONDecodeError as err:
             raise SinklensError(
                 f"{path} line {n} is not valid JSON ({err}); fix or regenerate the file"
-            ) from err
-        items.append(_choice_item(path, row, f"line {n}"))
-    return tuple(items)
+            ) from None
+    return rows
+
+
+def _read_choice(path: Path) -> tuple[ChoiceItem, ...]:
+    if not path.is_file():
+        return ()
+    rows = jsonl_rows(path, read_utf8(path))
+    return tuple(_choice_item(path, row, f"line {n}") for n, row in rows)
 
 
 def load_benchmark(path: str | Path) -> Benchmark:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from sinklens.data.formats import Benchmark, split_passages
+from sinklens.data.formats import Benchmark, jsonl_rows, read_utf8, split_passages
 from sinklens.data.triggers import Placement, insert_trigger, tokenize_trigger
 from sinklens.errors import SinklensError
 
@@ -78,22 +78,11 @@ def read_corpus(path: str | Path, field: str = "text") -> tuple[str, ...]:
     file = Path(path)
     if not file.is_file():
         raise SinklensError(f"corpus file {file} does not exist; pass a .jsonl or .txt file")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise SinklensError(f"{file} is not UTF-8 text ({err}); re-save it as UTF-8") from None
+    text = read_utf8(file)
     if file.suffix.lower() != ".jsonl":
         return split_passages(text)
     out = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SinklensError(
-                f"{file} line {n} is not valid JSON ({err}); fix the file"
-            ) from None
+    for n, row in jsonl_rows(file, text):
         value = row.get(field) if isinstance(row, dict) else row if isinstance(row, str) else None
         if not isinstance(value, str):
             raise SinklensError(
