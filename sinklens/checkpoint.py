@@ -147,18 +147,31 @@ def save_hf_model(
     tokenizer.save_pretrained(folder)
 
 
+# folder -> (names, sizes and mtimes of its fingerprinted files, their sha256)
+_FINGERPRINTS: dict[Path, tuple[tuple[tuple[str, int, int], ...], str]] = {}
+
+
 def checkpoint_fingerprint(path: str | Path) -> str:
-    """sha256 over the names and bytes of the files that decide what the checkpoint computes."""
+    """sha256 over the names and bytes of the files that decide what the checkpoint computes.
+
+    Hashing a 7B checkpoint takes minutes and runs are identified by it, so the hash is
+    reused while no fingerprinted file in the folder changes name, size or mtime.
+    """
     folder = validate_checkpoint_folder(path)
-    digest = hashlib.sha256()
     files = sorted(
         {f for pattern in _FINGERPRINT_GLOBS for f in folder.glob(pattern) if f.is_file()}
     )
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    cached = _FINGERPRINTS.get(folder)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
+    _FINGERPRINTS[folder] = (stamp, digest.hexdigest())
     return digest.hexdigest()
 
 

@@ -812,20 +812,8 @@ def model_fingerprint(model: Any) -> tuple[str, str]:
     for name in candidates:
         if name and Path(str(name)).is_dir():
             folder = Path(str(name)).resolve()
-            # Hashing the weights on every result costs more than a small model's sweep;
-            # reuse the hash while no file in the folder has changed.
-            stamp = tuple(
-                (f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                for f in sorted(folder.iterdir())
-                if f.is_file()
-            )
-            if _FINGERPRINTS.get(folder, (None, ""))[0] != stamp:
-                _FINGERPRINTS[folder] = (stamp, checkpoint_fingerprint(folder))
-            return str(folder), _FINGERPRINTS[folder][1]
+            return str(folder), checkpoint_fingerprint(folder)
     return str(candidates[0] or "unknown"), "unknown (not booted from a local folder)"
-
-
-_FINGERPRINTS: dict[Path, tuple[Any, str]] = {}
 
 
 @dataclass(frozen=True)
