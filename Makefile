@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 OUT ?= figures
 
-.PHONY: setup test lint typecheck unit integration notebooks reproduce bench clean
+.PHONY: setup test test-latest lock lint typecheck unit integration notebooks acceptance reproduce bench clean
 
 setup:
 	@scripts/setup.sh
@@ -17,6 +17,22 @@ typecheck: setup
 # The full suite: lint, types, then the unit, integration and notebook tiers.
 test: lint typecheck
 	$(PY) -m pytest -n 2 --dist loadgroup tests
+
+# The suite against the newest versions pyproject.toml allows, in .venv-latest (the lock
+# and .venv are left alone). Green here, `make lock` moves the lock to those versions.
+test-latest:
+	@scripts/setup.sh --latest
+	.venv-latest/bin/pip freeze --all --disable-pip-version-check | diff requirements.lock - | grep '^[<>]' || true
+	.venv-latest/bin/python -m ruff check sinklens tests benchmarks
+	.venv-latest/bin/python -m mypy
+	.venv-latest/bin/python -m pytest -n 2 --dist loadgroup tests
+
+# Rewrite requirements.lock from .venv-latest (after a green `make test-latest`).
+lock:
+	@test -x .venv-latest/bin/python || { echo "lock: run make test-latest first"; exit 1; }
+	{ sed -n '/^#/p' requirements.lock; .venv-latest/bin/pip freeze --all --disable-pip-version-check \
+	  | grep -v '^-e\|^sinklens\|^wheel==' | sed 's/^\(torch==[^+]*\)+.*/\1/' | LC_ALL=C sort -f; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 unit: setup
 	$(PY) -m pytest -n 2 tests/unit
@@ -35,4 +51,4 @@ bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-latest .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -137,10 +138,14 @@ def forward(
     positions = torch.arange(first, mask.shape[1], device=mask.device).expand(mask.shape[0], -1)
     extra: dict[str, Any] = {} if not start_at_layer else {"start_at_layer": start_at_layer}
     if past_key_values is not None:
+        # The bridge's own entry point for a cache; transformers >= 5.24 warns that the
+        # HF argument it feeds is now called `cache`, which is the bridge's to follow.
         extra["past_key_values"] = past_key_values
-    return model.run_with_hooks(
-        ids, fwd_hooks=list(hooks), attention_mask=mask, position_ids=positions, **extra
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`past_key_values` is deprecated", FutureWarning)
+        return model.run_with_hooks(
+            ids, fwd_hooks=list(hooks), attention_mask=mask, position_ids=positions, **extra
+        )
 
 
 @torch.no_grad()
@@ -378,16 +383,58 @@ def cache_target(
         mid = got[_MID] if _decomposes(model, logits, z, resid, got[_MID]) else None
     else:
         (logits, z, resid), mid = cache_run(model, ids, mask), None
-    kv = None
+    kv = _keys_and_values(model, ids, mask, logits) if with_kv else None
+    return TargetCache(logits, resid, kv, z, mid), z
+
+
+def _alias_cache_argument(module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+    if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+        return args, {**kwargs, "past_key_values": kwargs["cache"]}
+    return None
+
+
+def _let_bridge_see_the_cache(model: Any) -> None:
+    """transformers 5.24 renamed the attention modules' `past_key_values` argument to
+    `cache`; TransformerLens 4.3's attention bridges read only the old name, so they
+    neither fill nor read a KV cache. Each attention bridge gets the cache under both."""
+    if getattr(model, "_sinklens_cache_alias", False):
+        return
+    for block in getattr(model, "blocks", ()):
+        block.attn.register_forward_pre_hook(_alias_cache_argument, with_kwargs=True)
+    model._sinklens_cache_alias = True
+
+
+def _keys_and_values(
+    model: Any, ids: Tensor, mask: Tensor, logits: Tensor
+) -> list[tuple[Tensor, Tensor]] | None:
+    """Each layer's keys and values of the target run, or None where this model's cache
+    cannot be reused: the HF model under the bridge fills no cache, or a forward of the
+    later positions over the cached earlier ones does not reproduce the full run's
+    logits. Then patching runs full forwards, with the same result."""
     hf_model = getattr(model, "original_model", None)
-    if with_kv and hf_model is not None:
-        ids, mask = ids.to(_device(model)), mask.to(_device(model))
-        positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+    if hf_model is None or ids.shape[1] < 2:
+        return None
+    _let_bridge_see_the_cache(model)
+    ids, mask = ids.to(_device(model)), mask.to(_device(model))
+    positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+    try:
         out = hf_model(ids, attention_mask=mask, position_ids=positions, use_cache=True)
         layers = getattr(out.past_key_values, "layers", None)
-        if layers is not None and len(layers) == len(resid):
-            kv = [(layer.keys, layer.values) for layer in layers]
-    return TargetCache(logits, resid, kv, z, mid), z
+        if layers is None or len(layers) != model_dims(model)[0]:
+            return None
+        kv = [(layer.keys, layer.values) for layer in layers]
+        if any(not isinstance(t, Tensor) for pair in kv for t in pair):
+            return None
+        # One check forward of the second half over the first half's cache.
+        half = ids.shape[1] // 2
+        check = forward(model, ids[:, half:], mask, past_key_values=_prefix_cache(kv, half, 1))
+    except (AttributeError, TypeError, RuntimeError, ValueError, IndexError):
+        return None
+    want = logits[:, half:].to(check.device, check.dtype)
+    scale = float(want.abs().max()) or 1.0
+    if check.shape != want.shape or float((check - want).abs().max()) > 1e-4 * scale:
+        return None
+    return kv
 
 
 _UNEMBED_IN = "unembed.hook_in"

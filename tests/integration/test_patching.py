@@ -457,3 +457,43 @@ def test_results_go_to_the_analysis_cache(gqa, tiny_tokenizer, tmp_path):
     assert entry.manifest["result"]["provenance"]["data_hash"] == batch.data_hash
     ablation = sink_ablation(gqa, {"t": batch}, [(0, 1)])
     assert save_result(ablation, tmp_path) != folder
+
+
+@pytest.mark.parametrize("model_name", ["gqa", "mha", "gpt2", "parallel"])
+@pytest.mark.parametrize("placement", ["prefix", "infix", "suffix"])
+def test_kv_reuse_equals_full_forwards(request, tiny_tokenizer, model_name, placement):
+    """Reusing the target's keys and values for the positions before a patch gives the
+    full-forward result, on whatever transformers is installed (5.24 renamed the cache
+    argument that TransformerLens's attention bridges read)."""
+    model = request.getfixturevalue(model_name)
+    batch = _batch(tiny_tokenizer, SHORT, placement=placement)
+    metric = bind_metric("logprob", batch)
+    _, trig_z = cache_z(model, batch.triggered_ids, batch.triggered_mask)
+    target, _ = cache_target(model, batch.corrupted_ids, batch.corrupted_mask)
+    assert target.kv is not None, "the KV cache of this model should be reusable"
+    variants = HeadVariants.grid(2, 4, batch.seq_len)
+    args = (model, batch.corrupted_ids, batch.corrupted_mask, trig_z, variants, metric)
+    reused = patch_heads_batched(*args, target=dataclasses.replace(target, mid=None))
+    full = patch_heads_batched(*args, target=dataclasses.replace(target, kv=None, mid=None))
+    assert torch.allclose(reused, full, atol=1e-6, rtol=0)
+
+
+def test_a_cache_the_bridge_ignores_falls_back_to_full_forwards(tiny_llama_dir, tiny_tokenizer):
+    """Without sinklens's alias, TransformerLens 4.3 under transformers >= 5.24 fills no
+    cache: patching must notice and run full forwards with the same result."""
+    import transformers
+    from packaging.version import Version
+
+    model = _boot(tiny_llama_dir)
+    model._sinklens_cache_alias = True  # mark the alias as installed without installing it
+    batch = _batch(tiny_tokenizer, SHORT, placement="suffix")
+    metric = bind_metric("logprob", batch)
+    _, trig_z = cache_z(model, batch.triggered_ids, batch.triggered_mask)
+    target, _ = cache_target(model, batch.corrupted_ids, batch.corrupted_mask)
+    if Version(transformers.__version__) >= Version("5.24"):
+        assert target.kv is None
+    variants = HeadVariants.grid(2, 4, batch.seq_len)
+    args = (model, batch.corrupted_ids, batch.corrupted_mask, trig_z, variants, metric)
+    assert torch.allclose(
+        patch_heads_batched(*args, target=target), patch_heads_one_at_a_time(*args), atol=1e-5
+    )
