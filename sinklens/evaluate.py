@@ -19,6 +19,7 @@ pushes the model off the distribution it was trained on.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -243,6 +244,10 @@ def greedy_generate(
     if any(len(p) == 0 for p in prompts):
         raise SinklensError("an evaluation prompt tokenises to nothing; remove empty items")
     device = next(model.parameters()).device
+    # transformers 5.24 renamed the cache argument; the old name still works but warns.
+    cache_argument = (
+        "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    )
     outputs: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
@@ -268,8 +273,8 @@ def greedy_generate(
                 input_ids=nxt[:, None],
                 attention_mask=mask,
                 position_ids=last_pos[:, None],
-                past_key_values=past,
                 use_cache=True,
+                **{cache_argument: past},
             )
             past = out.past_key_values
             logits = out.logits[:, -1, :]

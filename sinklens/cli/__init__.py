@@ -1,12 +1,14 @@
 """The `sinklens` command line: one typer app, one sub-app per job.
 
 Every command's options map onto the same dataclass config the Python API takes, so a
-notebook and a shell run the same code. User errors (`SinklensError`) become one line on
-stderr and exit code 2; `--debug` shows the traceback instead.
+notebook and a shell run the same code. User errors (`SinklensError`) and usage errors
+become one line on stderr and exit code 2; an interrupt exits 130; anything else says it
+is a bug of ours (or the machine's: memory, disk). `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import typer
@@ -47,7 +49,7 @@ def _root(
 
 
 # Each module owns one job's commands and exposes `register(app)`.
-_COMMAND_MODULES = ("organism", "unlearn", "analyze", "patch", "figure")
+_COMMAND_MODULES = ("organism", "model", "unlearn", "analyze", "patch", "figure")
 
 
 def _register_subcommands() -> None:
@@ -58,35 +60,77 @@ def _register_subcommands() -> None:
         importlib.import_module(f"sinklens.cli.{name}").register(app)
 
 
+def _click_exception_types() -> tuple[type[Exception], ...]:
+    # typer >= 0.25 raises the exceptions of its own vendored copy of click.
+    import click
+
+    types: list[type[Exception]] = [click.exceptions.ClickException]
+    with contextlib.suppress(ImportError):
+        from typer._click.exceptions import ClickException
+
+        types.append(ClickException)
+    return tuple(types)
+
+
+def _usage_error_line(err: Exception) -> str:
+    """A click usage error as one line, in click's words, naming the command's --help."""
+    message = err.format_message() if hasattr(err, "format_message") else str(err)
+    ctx = getattr(err, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "sinklens"
+    return f"error: {' '.join(message.split())} (see '{path} --help')"
+
+
+INTERRUPTED = 130
+_BUG_REPORT = "the sinklens issue tracker"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     _register_subcommands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except SinklensError as err:
         if debug:
             raise
         typer.echo(f"error: {err}", err=True)
         return 2
     except typer.Exit as exit_:
-        return int(exit_.exit_code or 0)
-    except typer.Abort:
-        typer.echo("error: aborted", err=True)
-        return 130
-    except Exception as err:  # a bug or an environment problem: still one line unless --debug
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            return err.exit_code
+        code = exit_.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
+    except Exception as err:
         if debug:
             raise
-        typer.echo(
-            f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True
-        )
+        if isinstance(err, _click_exception_types()):
+            typer.echo(_usage_error_line(err), err=True)
+            return int(getattr(err, "exit_code", 2))
+        typer.echo(_unexpected_error_line(err), err=True)
         return 1
-    return 0
+    # typer turns Ctrl-C into a returned 130; commands return nothing else.
+    if code == INTERRUPTED:
+        typer.echo(
+            "error: interrupted; finished results and cache entries are kept, and running "
+            "the same command again resumes from them",
+            err=True,
+        )
+        return INTERRUPTED
+    return code if isinstance(code, int) else 0
+
+
+def _unexpected_error_line(err: BaseException) -> str:
+    """One line for an exception that is not a user error: the environment's (out of
+    memory, disk, permissions) said as such, anything else labelled a bug of ours."""
+    text = " ".join(str(err).split())
+    if isinstance(err, MemoryError):
+        return "error: out of memory; use fewer samples, a smaller --batch-size or a smaller model"
+    if isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename}" if err.filename else ""
+        return f"error: {err.strerror}{where}; free the space or fix the permissions and rerun"
+    return (
+        f"error: internal error (a bug in sinklens, not in your input): {type(err).__name__}: "
+        f"{text}; rerun with --debug for the traceback and report it to {_BUG_REPORT}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,3 +63,62 @@ def test_bad_input_is_one_line_on_stderr(args):
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["patch", "heads", "--limit", "x"], "--limit"),
+        (["patch", "hedz"], "hedz"),
+        (["figure", "list", "--bogus"], "--bogus"),
+        (["model", "fetch"], "name"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_option(args, names):
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and names in lines[0] and "--help" in lines[0], proc.stderr
+    assert "--debug" not in lines[0]
+
+
+def test_an_interrupt_exits_130_with_one_line(tmp_path):
+    """Ctrl-C (SIGINT) in the middle of a command: non-zero, one line, never exit 0."""
+    import signal
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from sinklens.cli import app, main\n"
+        "@app.command('sleep-for-test')\n"
+        "def _sleep() -> None:\n"
+        "    print('ready', flush=True); time.sleep(60)\n"
+        "sys.exit(main(['sleep-for-test']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and "again" in lines[0], err
+
+
+def test_an_internal_error_says_it_is_a_bug():
+    script = (
+        "import sys\n"
+        "from sinklens.cli import app, main\n"
+        "@app.command('fail-for-test')\n"
+        "def _fail() -> None:\n"
+        "    [][1]\n"
+        "sys.exit(main(['fail-for-test']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "internal error" in lines[0] and "bug" in lines[0] and "--debug" in lines[0]
+    assert "IndexError" in lines[0] and "report" in lines[0]
