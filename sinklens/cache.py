@@ -39,9 +39,10 @@ MANIFEST = "manifest.json"
 
 
 def default_cache_dir() -> Path:
-    """$SINKLENS_CACHE_DIR, else ~/.cache/sinklens/capture."""
-    env = os.environ.get("SINKLENS_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sinklens" / "capture"
+    """The analysis cache, `sinklens.settings.capture_cache_dir()`."""
+    from sinklens.settings import capture_cache_dir
+
+    return capture_cache_dir()
 
 
 def cache_key(fingerprint: str, dataset_hash: str, settings: Mapping[str, Any]) -> str:

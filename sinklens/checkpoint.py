@@ -1,6 +1,7 @@
 """One checkpoint folder on disk: validate it, load it, save it, fingerprint it.
 
-Every model sinklens touches is a local Hugging Face folder. Loading always uses eager
+Every model sinklens touches is a local Hugging Face folder; a GGUF file becomes one on
+first use (`sinklens.gguf`). Loading always uses eager
 attention (the only implementation that returns attention weights) and never unpickles:
 safetensors is required, and a `.bin` file is read only with `weights_only=True`.
 """
@@ -35,19 +36,45 @@ _FINGERPRINT_GLOBS = (
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
+    "gguf_source.json",  # a converted GGUF: the source file's hash and quantisation
 )
 
 
-def validate_checkpoint_folder(path: str | Path) -> Path:
-    """Check that `path` looks like a loadable HF causal-LM folder; return it resolved."""
+def local_checkpoint(path: str | Path) -> Path:
+    """The Hugging Face folder that `path` stands for: a folder as is; a `.gguf` file (or a
+    folder holding one) converted once and cached; a known real model's name (`smollm2`)
+    once `sinklens model fetch` has fetched it."""
+    from sinklens import gguf
+
     folder = Path(path).expanduser()
+    if not folder.exists():
+        from sinklens.real_models import REAL_MODELS, fetched_folder
+
+        if str(path).strip().lower() in REAL_MODELS:
+            named = fetched_folder(str(path))
+            if named is None:
+                raise SinklensError(
+                    f"real model {path} is not fetched yet; run `sinklens model fetch {path}` once"
+                )
+            return named
+        return folder
+    if gguf.is_gguf(folder):
+        return gguf.converted_folder(folder)
+    return folder
+
+
+def validate_checkpoint_folder(path: str | Path) -> Path:
+    """Check that `path` looks like a loadable HF causal-LM folder (or stands for one, see
+    `local_checkpoint`); return that folder resolved."""
+    folder = local_checkpoint(path)
     if not folder.exists():
         raise SinklensError(
             f"checkpoint folder {folder} does not exist; pass a local Hugging Face model folder"
         )
     if not folder.is_dir():
         raise SinklensError(
-            f"checkpoint {folder} is a file, not a folder; pass the folder that holds config.json"
+            f"checkpoint {folder} is a file, not a folder; pass the folder that holds "
+            "config.json, or a .gguf file"
         )
     config = folder / "config.json"
     if not config.is_file():
@@ -201,6 +228,7 @@ __all__ = [
     "checkpoint_fingerprint",
     "load_hf_model",
     "load_tokenizer",
+    "local_checkpoint",
     "model_architecture",
     "save_hf_model",
     "validate_checkpoint_folder",

@@ -312,7 +312,9 @@ _HUB_PATTERNS = ["*.safetensors", "*.json", "tokenizer*", "*.model", "*.txt"]
 def resolve_checkpoint(path: str | Path) -> Path:
     """A local folder as is; a hub name such as `org/model` is downloaded (safetensors only)
     into the Hugging Face cache first. Private checkpoints need `huggingface-cli login`."""
-    folder = Path(path).expanduser()
+    from sinklens.checkpoint import local_checkpoint
+
+    folder = local_checkpoint(path)
     text = str(path)
     looks_like_hub = text.count("/") == 1 and not text.startswith((".", "/", "~"))
     if folder.exists() or not looks_like_hub:

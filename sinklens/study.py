@@ -9,7 +9,6 @@ once per study and shared by every figure.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -24,9 +23,10 @@ ZOO_LAYOUT = 2
 
 
 def default_cache_dir() -> Path:
-    """Where zoo checkpoints and capture caches live: $SINKLENS_CACHE or ~/.cache/sinklens."""
-    env = os.environ.get("SINKLENS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sinklens"
+    """Where zoo checkpoints and capture caches live: `sinklens.settings.cache_root()`."""
+    from sinklens.settings import cache_root
+
+    return cache_root()
 
 
 @dataclass(frozen=True)

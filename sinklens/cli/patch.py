@@ -48,7 +48,7 @@ MetricOpt = Annotated[str, Opt("--metric", help="logprob or logit_diff (needs θ
 JsonOpt = Annotated[bool, Opt("--json", help="Print the result as JSON.")]
 CacheOpt = Annotated[
     bool,
-    Opt("--cache", help="Also store the result in the analysis cache ($SINKLENS_CACHE_DIR)."),
+    Opt("--cache", help="Also store the result in the analysis cache (under $SINKLENS_CACHE)."),
 ]
 
 
