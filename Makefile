@@ -14,7 +14,7 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
-# The full suite: lint, types, then the unit, integration and notebook tiers.
+# The full suite: lint, types, then the unit, integration, acceptance and notebook tiers.
 test: lint typecheck
 	$(PY) -m pytest -n 2 --dist loadgroup tests
 
@@ -39,6 +39,10 @@ unit: setup
 
 integration: setup
 	$(PY) -m pytest -n 2 tests/integration
+
+# A real pretrained LLM (SmolLM2-135M, fetched on first use) through every back end.
+acceptance: setup
+	$(PY) -m pytest -n 2 --dist loadgroup tests/acceptance
 
 notebooks: setup
 	$(PY) -m pytest tests/notebooks

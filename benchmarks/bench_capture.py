@@ -2,20 +2,32 @@
 
 1. Memory: peak resident memory (ru_maxrss, one fresh process each) of an
    attention-difference run (`sinklens.analyze.attention_difference`, last layer, T = 32)
-   over 512 samples vs over 32 samples. Target: at most 1.1x.
+   over 512 samples vs over 32 samples (`--memory-samples`). Target: at most 1.1x. For
+   comparison, the same attention difference computed from TransformerLens
+   `run_with_cache` (no names filter) batch by batch, over the same two sample counts.
 2. Speed: a sinklens capture pass (sink statistics over every layer: patterns and head
    outputs, through the default TransformerBridge back end; also the hf and nnsight back
    ends) vs a bare `transformers` forward with `output_attentions=True` over the same
-   right-padded batches. Target: at most 1.3x. For comparison, TransformerLens
-   `run_with_cache` without a names filter on the same batches.
+   right-padded batches. Target: at most 1.3x (issue 5; 1.2x on SmolLM2, issue 13). For
+   comparison, TransformerLens `run_with_cache` without a names filter on the same batches.
 
-Model: the shipped organism and its world's forget texts when the organism is installed;
-otherwise a randomly initialised Llama of the organism's shape (4 layers, width 192,
-6 heads) on synthetic text, and the script says so.
-Run: `python benchmarks/bench_capture.py [--samples 128] [--threads 1] [--repeats 3]`.
+Model: `--model PATH` (any local Hugging Face folder, e.g. SmolLM2-135M from
+`sinklens model fetch smollm2`) on the organism world's forget texts; by default the
+shipped organism and its world's forget texts when the organism is installed, otherwise a
+randomly initialised Llama of the organism's shape (4 layers, width 192, 6 heads) on
+synthetic text, and the script says so.
+Run: `python benchmarks/bench_capture.py [--model PATH] [--samples 128] [--threads 1]
+[--repeats 3] [--memory-samples 32,512]`; on SmolLM2-135M: `python benchmarks/bench_capture.py
+--model "$(sinklens model fetch smollm2 | tail -1)" --samples 32 --repeats 2
+--memory-samples 16,256`.
 """
 
 from __future__ import annotations
+
+import os
+
+# One thread unless the caller says otherwise (BENCHMARKS.md, "threads").
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import json
@@ -72,8 +84,15 @@ def _synthetic_texts(n: int) -> list[str]:
     return out
 
 
-def _model_and_texts(scratch: Path) -> tuple[Path, list[str], str]:
+def _model_and_texts(scratch: Path, model: str | None) -> tuple[Path, list[str], str]:
     from sinklens.errors import SinklensError
+
+    if model is not None:
+        from sinklens.data.formats import load_benchmark
+        from sinklens.organism import world_path
+
+        texts = list(load_benchmark(world_path()).forget_texts)
+        return Path(model), texts, "organism world forget texts"
 
     try:
         from sinklens.data.formats import load_benchmark
@@ -107,10 +126,41 @@ def _child_memory(path: str, n: int, batch_size: int) -> None:
     print(json.dumps({"n": n, "peak_mib": peak_kib / 1024}))
 
 
-def _peak(path: Path, texts: list[str], n: int, batch_size: int, threads: int) -> float:
+def _child_memory_tl(path: str, n: int, batch_size: int) -> None:
+    """The same attention difference (last layer, first 32 positions, prefix trigger) from
+    TransformerLens `run_with_cache` without a names filter, one batch at a time."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sinklens.analyze import DEFAULT_TRIGGER, make_pairs
+    from sinklens.capture import encode_batch
+    from sinklens.models import pad_id
+
+    texts = json.loads(sys.stdin.read())
+    model = TransformerBridge.boot_transformers(path, device="cpu")
+    pairs = make_pairs(model.tokenizer, _cycle(texts, n), DEFAULT_TRIGGER, "prefix")
+    window, pad = 32, pad_id(model.tokenizer)
+    last = f"blocks.{int(model.cfg.n_layers) - 1}.attn.hook_pattern"
+    diff = torch.zeros(int(model.cfg.n_heads), window, window)
+    with torch.inference_mode():
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i : i + batch_size]
+            patterns = []
+            for seqs in ([p.clean for p in chunk], [p.triggered.input_ids for p in chunk]):
+                ids, mask = encode_batch(seqs, pad)
+                _, cache = model.run_with_cache(ids, attention_mask=mask)
+                patterns.append(cache[last][:, :, :window, :window].sum(dim=0))
+                del cache
+            diff += patterns[1] - patterns[0]
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"n": n, "peak_mib": peak_kib / 1024}))
+
+
+def _peak(
+    path: Path, texts: list[str], n: int, batch_size: int, threads: int, kind: str = "sinklens"
+) -> float:
     out = subprocess.run(
         [sys.executable, __file__, "--child-memory", str(n), "--model", str(path),
-         "--batch-size", str(batch_size), "--threads", str(threads)],
+         "--batch-size", str(batch_size), "--threads", str(threads), "--child-kind", kind],
         input=json.dumps(texts), capture_output=True, text=True, check=True,
     )  # fmt: skip
     return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
@@ -134,14 +184,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--memory-samples", default="32,512", help="the two sample counts of the memory test"
+    )
+    parser.add_argument(
+        "--model", default=None, help="a Hugging Face folder (default: the shipped organism)"
+    )
     parser.add_argument("--child-memory", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-kind", default="sinklens", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     if args.child_memory is not None:
-        _child_memory(args.model, args.child_memory, args.batch_size)
+        child = _child_memory_tl if args.child_kind == "tl" else _child_memory
+        child(args.model, args.child_memory, args.batch_size)
         return
+    few, many = (int(x) for x in args.memory_samples.split(","))
 
     from transformers import AutoModelForCausalLM
 
@@ -150,15 +208,19 @@ def main() -> None:
     from sinklens.models import load_model, pad_id
 
     with tempfile.TemporaryDirectory() as tmp:
-        path, texts, what = _model_and_texts(Path(tmp))
+        path, texts, what = _model_and_texts(Path(tmp), args.model)
         print(f"model: {what} ({path}); threads {args.threads}, batch size {args.batch_size}")
 
-        small = _peak(path, texts, 32, args.batch_size, args.threads)
-        large = _peak(path, texts, 512, args.batch_size, args.threads)
-        print(
-            f"memory: attention-difference peak RSS {large:.0f} MiB (512 samples) vs "
-            f"{small:.0f} MiB (32 samples): ratio {large / small:.3f} (target <= 1.1)"
-        )
+        for kind, label, target in (
+            ("sinklens", "attention-difference", " (target <= 1.1)"),
+            ("tl", "TransformerLens run_with_cache attention difference", ""),
+        ):
+            small = _peak(path, texts, few, args.batch_size, args.threads, kind)
+            large = _peak(path, texts, many, args.batch_size, args.threads, kind)
+            print(
+                f"memory: {label} peak RSS {large:.0f} MiB ({many} samples) vs "
+                f"{small:.0f} MiB ({few} samples): ratio {large / small:.3f}{target}"
+            )
 
         bridge = load_model(path, backend="bridge")
         others = {be: load_model(path, backend=be) for be in ("hf", "nnsight")}
@@ -213,7 +275,7 @@ def main() -> None:
             ("nnsight", "sinklens capture, nnsight"),
             ("tl_cache", "TransformerLens run_with_cache, no names filter"),
         ):
-            target = " (target <= 1.3)" if key == "bridge" else ""
+            target = " (target <= 1.3; 1.2 on SmolLM2)" if key == "bridge" else ""
             print(f"  {label}: {times[key]:.3f} s, ratio {times[key] / base:.3f}{target}")
 
 

@@ -79,6 +79,8 @@ class Provenance:
     dtype: str
     settings: dict[str, Any]
     cache: dict[str, Any] = field(default_factory=dict)
+    # Per role converted from a GGUF file: the file's name, sha256 and quantisation.
+    gguf_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
@@ -296,8 +298,15 @@ def _provenance(
     settings: dict[str, Any],
     cache: dict[str, Any],
 ) -> Provenance:
+    from sinklens.data.triggers import prefix_position
+    from sinklens.gguf import source_of
+
     first = models[roles[0]]
+    if settings.get("placement") == "prefix":
+        settings = {**settings, "prefix_at": prefix_position(models.tokenizer)}
+    sources = {r: source_of(models[r].path) for r in roles}
     return Provenance(
+        gguf_sources={r: s for r, s in sources.items() if s is not None},
         fingerprints={r: models[r].fingerprint for r in roles},
         checkpoints={r: str(models[r].path) for r in roles},
         dataset_hashes={name: d.content_hash() for name, d in data.items()},

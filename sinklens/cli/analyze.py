@@ -141,6 +141,13 @@ def _emit(result: Any, as_json: bool, out: Path | None, summary: list[str]) -> N
             typer.echo(f"wrote {out}")
 
 
+def _prefix_note(result: Any) -> list[str]:
+    """Where the prefix trigger went, when it is one (it depends on whether the tokenizer
+    adds BOS)."""
+    where = result.provenance.settings.get("prefix_at")
+    return [f"  prefix trigger at {where}"] if where else []
+
+
 def _fmt(x: float) -> str:
     return "nan" if x != x else f"{x:+.4f}"
 
@@ -312,7 +319,8 @@ def register(app: typer.Typer) -> None:
         trig = res.trigger_ids
         lines = [
             f"ΔA ({res.alignment}, {res.placement} trigger {res.trigger!r}, T={res.window}, "
-            f"{int(res.cell_count[0, 0])} samples, {res.n_skipped} skipped)"
+            f"{int(res.cell_count[0, 0])} samples, {res.n_skipped} skipped)",
+            *_prefix_note(res),
         ]
         for role, d in res.delta_head_mean.items():
             for i, lay in enumerate(res.layers):
@@ -382,7 +390,8 @@ def register(app: typer.Typer) -> None:
             cache_dir=cache_dir(cache, no_cache),
         )
         lines = [
-            f"true-next-token logit, mean over positions 0..{res.window - 1} ({res.alignment})"
+            f"true-next-token logit, mean over positions 0..{res.window - 1} ({res.alignment})",
+            *_prefix_note(res),
         ]
         for role, c in res.curves.items():
             t = float(c["triggered"]["true_logit"].nanmean())

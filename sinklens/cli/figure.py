@@ -16,7 +16,8 @@ _FORMATS_HELP = "Comma-separated formats to write: html, png, pdf, json."
 
 
 def _formats(text: str) -> tuple[str, ...]:
-    from sinklens.figures.export import FORMATS
+    """The chosen formats, checked (Chrome for PNG/PDF included) before any work."""
+    from sinklens.figures.export import FORMATS, check_static_export
 
     chosen = tuple(f.strip().lower() for f in text.split(",") if f.strip())
     unknown = [f for f in chosen if f not in FORMATS]
@@ -24,6 +25,7 @@ def _formats(text: str) -> tuple[str, ...]:
         raise SinklensError(
             f"unknown format(s) {', '.join(unknown) or text!r}; choose from {', '.join(FORMATS)}"
         )
+    check_static_export(chosen)
     return chosen
 
 
@@ -60,6 +62,7 @@ def figure(
             typer.echo(f"{spec.name:<20} {spec.description}")
         return
     get_figure(name)
+    chosen_formats = _formats(formats)
     config = StudyConfig(
         original=original,
         unlearned=unlearned,
@@ -70,7 +73,7 @@ def figure(
         n_samples=n_samples,
         seeds=parse_seeds(seeds),
     )
-    drawn = make_figures(config, out, names=[name], formats=_formats(formats), index=False)
+    drawn = make_figures(config, out, names=[name], formats=chosen_formats, index=False)
     for path in sorted(drawn[0].files.values()):
         typer.echo(str(path))
 
@@ -92,6 +95,7 @@ def reproduce(
     from sinklens.reproduce import make_figures, reproduce_config
 
     config = reproduce_config(full, **({"seeds": parse_seeds(seeds)} if seeds else {}))
+    chosen_formats = _formats(formats)
     prepare_output_folder(out)  # a bad --out fails before the long run starts
     typer.echo(
         "sinklens reproduce: computing every figure (zoo members are trained once and cached)",
@@ -100,7 +104,7 @@ def reproduce(
     drawn = make_figures(
         config,
         out,
-        formats=_formats(formats),
+        formats=chosen_formats,
         on_figure=_progress,
     )
     typer.echo(f"wrote {len(drawn)} figures and {out / 'index.html'}")

@@ -73,6 +73,17 @@ def tokenize_trigger(tokenizer: PreTrainedTokenizerBase, trigger: str) -> tuple[
     return ids
 
 
+def prefix_position(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Where a prefix trigger goes with this tokenizer, in words: right after the BOS token
+    it adds, or, for a tokenizer that adds none (SmolLM2, Qwen2), at position 0, before the
+    first text token."""
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None and probe and probe[0] == bos:
+        return "position 1, right after BOS"
+    return "position 0, before the first text token (this tokenizer adds no BOS)"
+
+
 def insert_trigger(
     clean_ids: Sequence[int],
     trigger_ids: Sequence[int],
@@ -136,5 +147,6 @@ __all__ = [
     "TriggeredSample",
     "insert_trigger",
     "parse_placement",
+    "prefix_position",
     "tokenize_trigger",
 ]

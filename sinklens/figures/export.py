@@ -123,12 +123,17 @@ def _ensure_plotlyjs(folder: Path) -> None:
     _atomic_write_text(target, get_plotlyjs())
 
 
-def _write_static(drawn: Sequence[Drawn], folder: Path, formats: Sequence[str]) -> list[Path]:
-    if not _find_chrome():
+def check_static_export(formats: Sequence[str]) -> None:
+    """Refuse PNG/PDF before any work where no Chrome is installed to render them."""
+    if {"png", "pdf"} & set(formats) and not _find_chrome():
         raise SinklensError(
             "PNG/PDF export needs Chrome or Chromium (e.g. `apt-get install chromium`); "
             "or ask for --formats html,json"
         )
+
+
+def _write_static(drawn: Sequence[Drawn], folder: Path, formats: Sequence[str]) -> list[Path]:
+    check_static_export(formats)
     figures, tmp_paths, final_paths, kinds = [], [], [], []
     for item in drawn:
         for fmt in formats:

@@ -867,7 +867,7 @@ def model_fingerprint(model: Any) -> tuple[str, str]:
 class Provenance:
     """Where a result came from: checkpoints by role, data, and every setting."""
 
-    checkpoints: dict[str, dict[str, str]]
+    checkpoints: dict[str, dict[str, Any]]  # path, fingerprint and, from a GGUF, its source
     data_hash: str
     settings: dict[str, Any] = field(default_factory=dict)
     sinklens_version: str = ""
@@ -880,11 +880,15 @@ def provenance(
     models: Mapping[str, Any], data: Sequence[str] | str, settings: Mapping[str, Any]
 ) -> Provenance:
     from sinklens import __version__
+    from sinklens.gguf import source_of
 
-    checkpoints = {}
+    checkpoints: dict[str, dict[str, Any]] = {}
     for role, model in models.items():
         path, fp = model_fingerprint(model)
         checkpoints[role] = {"path": path, "fingerprint": fp}
+        source = source_of(path) if path else None
+        if source is not None:
+            checkpoints[role]["gguf"] = source
     hashes = [data] if isinstance(data, str) else list(data)
     data_hash = (
         hashes[0] if len(hashes) == 1 else hashlib.sha256("".join(hashes).encode()).hexdigest()
