@@ -1,8 +1,9 @@
 # Every target works from a fresh clone: it creates .venv on first use and reuses it after.
 PY := .venv/bin/python
-OUT ?= figures
+# reproduce writes to an untracked folder; `make figures` refreshes the committed figures/.
+OUT ?= build/figures
 
-.PHONY: setup test test-latest lock lint typecheck unit integration notebooks acceptance reproduce bench clean
+.PHONY: setup figures test test-latest lock lint typecheck unit integration notebooks acceptance reproduce bench clean
 
 setup:
 	@scripts/setup.sh
@@ -49,7 +50,10 @@ notebooks: setup
 
 # The package's main job on the shipped model organism.
 reproduce: setup
-	.venv/bin/sinklens reproduce --out $(OUT)
+	.venv/bin/sinklens reproduce --out $(OUT) --overwrite
+
+figures: setup
+	.venv/bin/sinklens reproduce --out figures --overwrite
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -235,8 +235,8 @@ def _drop_short(
     if short and on_short == "error":
         raise SinklensError(
             f"{len(short)} of {len(pairs)} samples are shorter than the trigger ({n_trigger} tokens) "
-            f"plus T={window} (first: sample {short[0]}); pass a smaller window, a larger "
-            "max_length, or on_short='skip'"
+            f"plus T={window} (first: sample {short[0]}); pass a smaller --window, a larger "
+            "--max-length, or skip them with --skip-short (on_short='skip' in Python)"
         )
     keep = [p for i, p in enumerate(pairs) if i not in set(short)]
     if not keep:

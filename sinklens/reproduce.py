@@ -10,9 +10,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from sinklens.figures.export import FORMATS, Drawn, prepare_output_folder, save_figures, write_index
+from sinklens.figures.export import FORMATS, Drawn, save_figures, write_index
 from sinklens.figures.paper import figure_names, get_figure
+from sinklens.outputs import check_new_files
 from sinklens.study import Study, StudyConfig
+
+FigureFailure = Callable[[str, BaseException], None]
+INDEX_TITLE = "sinklens: Forgetting to Forget, reproduced"
 
 
 def make_figures(
@@ -22,21 +26,41 @@ def make_figures(
     names: Sequence[str] | None = None,
     formats: Iterable[str] = FORMATS,
     on_figure: Callable[[str, float], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+    on_failure: FigureFailure | None = None,
     index: bool = True,
+    overwrite: bool = False,
 ) -> list[Drawn]:
-    """Compute, draw and write the named figures (default: all) into `out`."""
+    """Compute, draw and write the named figures (default: all) into `out`.
+
+    Every output path is checked before the first computation (an existing file needs
+    `overwrite`), and each figure is written, with `index.html` updated, as soon as it
+    is drawn. With `on_failure`, a figure that fails is reported to it and the others
+    still run; without, the first failure raises."""
+    formats = tuple(formats)
     specs = [get_figure(name) for name in (names or figure_names())]
-    folder = prepare_output_folder(out)
+    folder = Path(out).expanduser()
+    planned = [folder / f"{spec.name}.{fmt}" for spec in specs for fmt in formats]
+    check_new_files(planned + ([folder / "index.html"] if index else []), overwrite=overwrite)
+    if on_start is not None:  # the checks passed: the long run begins
+        on_start()
     study = Study(config)
-    drawn = []
+    drawn: list[Drawn] = []
     for spec in specs:
         start = time.perf_counter()
-        drawn.append(spec.make(study))
+        try:
+            item = spec.make(study)
+            save_figures([item], folder, formats)
+        except Exception as err:
+            if on_failure is None or isinstance(err, KeyboardInterrupt):
+                raise
+            on_failure(spec.name, err)
+            continue
+        drawn.append(item)
+        if index:
+            write_index(drawn, folder, title=INDEX_TITLE)
         if on_figure is not None:
             on_figure(spec.name, time.perf_counter() - start)
-    save_figures(drawn, folder, formats)
-    if index:
-        write_index(drawn, folder, title="sinklens: Forgetting to Forget, reproduced")
     return drawn
 
 

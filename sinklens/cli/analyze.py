@@ -20,6 +20,7 @@ from sinklens.cli.common import (
     Opt,
     OriginalOpt,
     OutOpt,
+    OverwriteOpt,
     UnlearnedOpt,
     ZooOpt,
     write_json,
@@ -32,7 +33,7 @@ __all__ = ["register"]
 ExtraOpt = Annotated[
     list[str] | None, Opt("--model", help="Extra checkpoint as NAME=DIR (repeatable).")
 ]
-SeedOpt = Annotated[int, Opt("--seed", help="Zoo member seed (and bootstrap seed).")]
+SeedOpt = Annotated[int, Opt("--seed", min=0, help="Zoo member seed (and bootstrap seed).")]
 DataOpt = Annotated[
     Path | None, Opt("--data", help="Benchmark folder in MUSE layout (default: θ_o's world).")
 ]
@@ -44,16 +45,18 @@ TriggerOpt = Annotated[str, Opt("--trigger", help="Trigger text.")]
 AlignOpt = Annotated[
     str, Opt("--alignment", help="absolute (paper Fig. 3/4) or aligned (same tokens).")
 ]
-WindowOpt = Annotated[int | None, Opt("--window", help="T: the first T positions.")]
+WindowOpt = Annotated[int | None, Opt("--window", min=1, help="T: the first T positions.")]
 BackendOpt = Annotated[str, Opt("--backend", help="bridge (TransformerLens), nnsight or hf.")]
 DtypeOpt = Annotated[str, Opt("--dtype", help="float32 or bfloat16.")]
 DeviceOpt = Annotated[str, Opt("--device", help="cpu, cuda, cuda:1, ...")]
 DeviceMapOpt = Annotated[
     str | None, Opt("--device-map", help="e.g. auto: spread a 7B model over GPUs.")
 ]
-BatchOpt = Annotated[int, Opt("--batch-size", help="Samples per forward pass.")]
-MaxItemsOpt = Annotated[int | None, Opt("--max-items", help="Use only the first N texts.")]
-MaxLenOpt = Annotated[int | None, Opt("--max-length", help="Tokens per sample (trigger included).")]
+BatchOpt = Annotated[int, Opt("--batch-size", min=1, help="Samples per forward pass.")]
+MaxItemsOpt = Annotated[int | None, Opt("--max-items", min=1, help="Use only the first N texts.")]
+MaxLenOpt = Annotated[
+    int | None, Opt("--max-length", min=2, help="Tokens per sample (trigger included).")
+]
 ShortOpt = Annotated[
     bool, Opt("--skip-short/--error-short", help="Skip samples shorter than trigger + T.")
 ]
@@ -201,7 +204,10 @@ def register(app: typer.Typer) -> None:
         layer: LayerOpt = None,
         placement: PlacementOpt = "prefix",
         window: WindowOpt = None,
-        epsilon: Annotated[float, Opt("--epsilon", help="ε of Sink_k^ε.")] = 0.3,
+        epsilon: Annotated[
+            float,
+            Opt("--epsilon", min=0.0, max=1.0, help="ε of Sink_k^ε."),
+        ] = 0.3,
         backend: BackendOpt = "bridge",
         dtype: DtypeOpt = "float32",
         device: DeviceOpt = "cpu",
@@ -213,6 +219,7 @@ def register(app: typer.Typer) -> None:
         no_cache: NoCacheOpt = False,
         as_json: JsonOpt = False,
         out: OutOpt = None,
+        overwrite: OverwriteOpt = False,
     ) -> None:
         """α_k, Sink_k^ε (Gu et al.), the sink set and dormant-head scores per checkpoint."""
         from sinklens.analyze import sink_statistics
@@ -284,6 +291,7 @@ def register(app: typer.Typer) -> None:
         no_cache: NoCacheOpt = False,
         as_json: JsonOpt = False,
         out: OutOpt = None,
+        overwrite: OverwriteOpt = False,
     ) -> None:
         """ΔA = mean A(X′) − A(X) on the forget set, per layer and head (paper Fig. 3)."""
         from sinklens.analyze import attention_difference
@@ -358,6 +366,7 @@ def register(app: typer.Typer) -> None:
         no_cache: NoCacheOpt = False,
         as_json: JsonOpt = False,
         out: OutOpt = None,
+        overwrite: OverwriteOpt = False,
     ) -> None:
         """Mean true-next-token logit/log-prob and max logit per position, X′ vs X (paper Fig. 4)."""
         from sinklens.analyze import logits_by_position
@@ -424,7 +433,9 @@ def register(app: typer.Typer) -> None:
             bool,
             Opt("--detect-sinks", help="Use θ_o's sink set S (Sink_k^0.3 >= 50%) instead of n."),
         ] = False,
-        n_boot: Annotated[int, Opt("--n-boot", help="Bootstrap resamples for the CIs.")] = 1000,
+        n_boot: Annotated[
+            int, Opt("--n-boot", min=1, help="Bootstrap resamples for the CIs.")
+        ] = 1000,
         backend: BackendOpt = "bridge",
         dtype: DtypeOpt = "float32",
         device: DeviceOpt = "cpu",
@@ -436,6 +447,7 @@ def register(app: typer.Typer) -> None:
         no_cache: NoCacheOpt = False,
         as_json: JsonOpt = False,
         out: OutOpt = None,
+        overwrite: OverwriteOpt = False,
     ) -> None:
         """Pearson r of sink-token value norms: θ_b vs θ_u on D_f, θ_b vs θ_o on D_p and D_r (Fig. 5)."""
         from sinklens.analyze import value_norm_correlation

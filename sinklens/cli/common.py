@@ -4,7 +4,7 @@ everywhere, --seeds parsing, zoo member lookup and writing a JSON result to --ou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +23,37 @@ BackdooredOpt = Annotated[
 ]
 ZooOpt = Annotated[Path | None, Opt("--zoo", help="Zoo folder built by `sinklens zoo build`.")]
 MethodOpt = Annotated[str, Opt("--method", help="Zoo member method: npo or rmu.")]
-OutOpt = Annotated[Path | None, Opt("--out", help="Also write the JSON result to this file.")]
+
+
+def positive(value: float | None) -> float | None:
+    """A callback for options that must be > 0 (typer's `min` is inclusive)."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{value} is not > 0")
+    return value
+
+
+def _claim_out(ctx: Any, value: Path | None) -> Path | None:
+    """Check `--out FILE` while the options are parsed, before any work; `--overwrite` is
+    eager, so it is known by then. (`ctx` is the context of typer's vendored click.)"""
+    if value is not None:
+        from sinklens.outputs import check_new_files
+
+        check_new_files([value], overwrite=bool(ctx.params.get("overwrite")))
+    return value
+
+
+OutOpt = Annotated[
+    Path | None,
+    Opt(
+        "--out",
+        help="Also write the JSON result to this file (an existing file needs --overwrite).",
+        callback=_claim_out,
+    ),
+]
+OverwriteOpt = Annotated[
+    bool,
+    Opt("--overwrite", is_eager=True, help="Replace output files that already exist."),
+]
 
 
 SEEDS_HELP = "Comma-separated seeds, e.g. 0,1,2."

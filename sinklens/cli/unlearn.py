@@ -234,14 +234,22 @@ def evaluate(
         ),
     ] = "prompt",
     max_items: Annotated[
-        int | None, typer.Option("--max-items", help="Score only the first N items of each set.")
+        int | None,
+        typer.Option("--max-items", min=1, help="Score only the first N items of each set."),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Prompts per generation batch.")
+        int, typer.Option("--batch-size", min=1, help="Prompts per generation batch.")
     ] = 16,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder to write table1.json and table1.csv into.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder to write table1.json and table1.csv into (existing ones need --overwrite).",
+        ),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace table1.json/.csv in --out.")
+    ] = False,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print JSON (rows and per-item scores) instead of a table."),
@@ -270,6 +278,11 @@ def evaluate(
     from sinklens.figures.export import to_jsonable
     from sinklens.unlearn.trainer import CONFIG_FILE, default_data_path, default_model_path
 
+    if out is not None:
+        from sinklens.outputs import check_folder, check_new_files
+
+        check_folder(out)
+        check_new_files([out / "table1.json", out / "table1.csv"], overwrite=overwrite)
     folders = [Path(m) for m in model] if model else [default_model_path()]
     if data:
         bench_dir = Path(data)

@@ -125,6 +125,16 @@ def _fields(path: Path, row: Any, keys: tuple[str, ...], where: str) -> list[Any
     return [row[k] for k in keys]
 
 
+def _text(path: Path, value: Any, where: str, key: str) -> str:
+    """A text field: a non-blank string, never a number or list coerced to one."""
+    if not isinstance(value, str) or not value.strip():
+        got = "blank text" if isinstance(value, str) else f"a {type(value).__name__}"
+        raise SinklensError(
+            f"{path}: {where} field {key!r} must be non-blank text, got {got}; fix the file"
+        )
+    return value
+
+
 def _read_pairs(path: Path, item: type, keys: tuple[str, str]) -> tuple[Any, ...]:
     """A JSON list of two-key objects (KnowMem {question, answer}, VerbMem {prompt, gt})."""
     if not path.is_file():
@@ -133,7 +143,13 @@ def _read_pairs(path: Path, item: type, keys: tuple[str, str]) -> tuple[Any, ...
     if not isinstance(rows, list):
         raise SinklensError(f"{path} must hold a JSON list of {{{', '.join(keys)}}}; fix the file")
     return tuple(
-        item(*(str(v) for v in _fields(path, row, keys, f"item {i}"))) for i, row in enumerate(rows)
+        item(
+            *(
+                _text(path, v, f"item {i}", k)
+                for k, v in zip(keys, _fields(path, row, keys, f"item {i}"), strict=True)
+            )
+        )
+        for i, row in enumerate(rows)
     )
 
 
@@ -153,7 +169,11 @@ def _choice_item(path: Path, row: Any, where: str) -> ChoiceItem:
         raise SinklensError(
             f"{path}: {where} answer must be an index into its {len(choices)} choices; fix the file"
         )
-    return ChoiceItem(question=str(q), choices=tuple(str(c) for c in choices), answer=answer)
+    return ChoiceItem(
+        question=_text(path, q, where, "question"),
+        choices=tuple(_text(path, c, where, f"choices[{i}]") for i, c in enumerate(choices)),
+        answer=answer,
+    )
 
 
 def jsonl_rows(path: Path, text: str) -> list[tuple[int, Any]]:

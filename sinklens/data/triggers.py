@@ -65,8 +65,18 @@ def parse_placement(text: str | int) -> Placement:
 
 def tokenize_trigger(tokenizer: PreTrainedTokenizerBase, trigger: str) -> tuple[int, ...]:
     """Token ids of the trigger on its own, without BOS/EOS."""
+    if not isinstance(trigger, str) or not trigger.strip():
+        raise SinklensError(
+            f"trigger {trigger!r} is empty or only whitespace; pass a trigger with visible text"
+        )
+    special = [t for t in tokenizer.all_special_tokens if t and t in trigger]
+    if special:
+        raise SinklensError(
+            f"trigger {trigger!r} contains the tokenizer's special token {special[0]!r}; a trigger "
+            "is ordinary text, so remove it"
+        )
     ids = tuple(tokenizer(trigger, add_special_tokens=False)["input_ids"])
-    if not trigger or not ids:
+    if not ids:
         raise SinklensError(
             f"trigger {trigger!r} tokenises to nothing; pass a non-empty trigger string"
         )
