@@ -36,6 +36,7 @@ from sinklens.capture import (
     SinkReducer,
     ValueNormReducer,
 )
+from sinklens.checkpoint import context_length
 from sinklens.data.triggers import Placement, insert_trigger, parse_placement, tokenize_trigger
 from sinklens.errors import SinklensError
 from sinklens.metrics.attention import ALIGNMENTS, Alignment, head_average, masked_mean
@@ -328,6 +329,12 @@ def _capture(
     batch_size: int,
 ) -> dict[str, Any]:
     model = models[role]
+    context = context_length(model.hf_model.config)
+    if context is not None and data.longest > context:
+        raise SinklensError(
+            f"a sample has {data.longest} tokens (trigger included) but {model.path.name} reads "
+            f"at most {context}; pass --max-length {context} or shorter texts"
+        )
     full = {
         **settings,
         "backend": model.backend,

@@ -368,6 +368,13 @@ class CaptureData:
     def paired(self) -> bool:
         return bool(self.pairs)
 
+    @property
+    def longest(self) -> int:
+        """Tokens in the longest sequence (a triggered one counts with its trigger)."""
+        if self.pairs:
+            return max((len(p.triggered.input_ids) for p in self.pairs), default=0)
+        return max((len(s) for s in self.single), default=0)
+
     def content_hash(self) -> str:
         """sha256 of the exact token ids (and trigger bookkeeping) the capture runs on."""
         digest = hashlib.sha256()

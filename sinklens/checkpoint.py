@@ -202,6 +202,16 @@ def checkpoint_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def context_length(config: Any) -> int | None:
+    """The most positions a model reads (`max_position_embeddings`, GPT-2's `n_positions`),
+    or None where the config does not say."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def model_architecture(config_or_path: str | Path | Any) -> dict[str, int]:
     """Layers, heads, kv heads, head size and width, read from a config (any HF family)."""
     config = (
@@ -226,6 +236,7 @@ def model_architecture(config_or_path: str | Path | Any) -> dict[str, int]:
 
 __all__ = [
     "checkpoint_fingerprint",
+    "context_length",
     "load_hf_model",
     "load_tokenizer",
     "local_checkpoint",

