@@ -163,6 +163,19 @@ def restore_states(reducers: Sequence[Any], tensors: Mapping[str, Tensor]) -> No
         r.load_state({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
+def _fits(saved: Mapping[str, Tensor], fresh: Mapping[str, Tensor]) -> bool:
+    """Whether a cache entry's tensors have the names, dtypes and shapes of fresh states.
+    A fresh state's size-0 axes are not known yet (samples, or heads seen on the first
+    batch) and match any size."""
+
+    def same(a: Tensor, b: Tensor) -> bool:
+        if a.dtype != b.dtype or a.ndim != b.ndim:
+            return False
+        return all(y == 0 or x == y for x, y in zip(a.shape, b.shape, strict=True))
+
+    return saved.keys() == fresh.keys() and all(same(saved[k], fresh[k]) for k in fresh)
+
+
 def cached_capture(
     model: Any,
     data: Any,
@@ -187,6 +200,15 @@ def cached_capture(
     info: dict[str, Any] = {"cache_key": key, "reused": False, "resumed_from": 0}
     if cache is not None:
         entry = cache.load(key)
+        if entry is not None and not _fits(entry.tensors, flatten_states(reducers)):
+            # Right checksum, wrong contents (an entry written by other code under this
+            # key): never trusted, recomputed.
+            warnings.warn(
+                f"ignoring cache entry {cache.folder(key)}: its tensors do not fit this "
+                "analysis; recomputing",
+                stacklevel=2,
+            )
+            entry = None
         if entry is not None and entry.n_done <= len(data):
             restore_states(reducers, entry.tensors)
             if entry.complete:

@@ -114,3 +114,33 @@ def test_interrupted_capture_resumes(tmp_path, model):
     assert info["reused"]
     for key, value in _states(full).items():
         assert torch.allclose(value, _states(reused)[key], atol=1e-9), key
+
+
+@pytest.mark.parametrize("damage", ["shape", "dtype", "missing", "extra"])
+def test_an_entry_with_the_right_checksum_but_wrong_contents_is_recomputed(tmp_path, model, damage):
+    """An entry that passes its checksum but does not fit the reducers (written by other
+    code under the same key) is recomputed, never restored into the wrong shape."""
+    cache = CaptureCache(tmp_path)
+    data = CaptureData(single=tokenize_texts(model.tokenizer, TEXTS))
+    first = _reducers(model)
+    info = cached_capture(model, data, first, settings={"s": 3}, cache=cache, batch_size=3)
+    entry = cache.load(info["cache_key"])
+    assert entry is not None
+    tensors = dict(entry.tensors)
+    name = next(k for k in tensors if tensors[k].ndim)  # a fixed-shape state
+    if damage == "shape":
+        tensors[name] = torch.zeros(*tensors[name].shape[:-1], tensors[name].shape[-1] + 1)
+    elif damage == "dtype":
+        other = torch.float32 if tensors[name].dtype == torch.float64 else torch.float64
+        tensors[name] = tensors[name].to(other)
+    elif damage == "missing":
+        del tensors[name]
+    else:
+        tensors["other.x"] = torch.zeros(1)
+    cache.save(info["cache_key"], tensors, n_done=entry.n_done, complete=True)
+    again = _reducers(model)
+    with pytest.warns(UserWarning, match="do not fit"):
+        info2 = cached_capture(model, data, again, settings={"s": 3}, cache=cache, batch_size=3)
+    assert not info2["reused"]
+    for key, value in _states(first).items():
+        assert torch.allclose(value, _states(again)[key])
