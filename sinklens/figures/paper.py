@@ -263,6 +263,7 @@ def compute_value_norms(study: Study) -> Numbers:
             "ci_low": c["ci_low"][0],
             "ci_high": c["ci_high"][0],
             "n_samples": c["n_samples"],
+            "same_in_every_sample": c["same_in_every_sample"][0],
         }
         for name, c in res.correlations.items()
     }
@@ -276,7 +277,19 @@ def compute_value_norms(study: Study) -> Numbers:
 
 
 def draw_value_norms(n: Numbers) -> go.Figure:
-    groups = [f"position {p}" for p in n["sink_positions"]]
+    # A position whose value is the same in every sample (BOS, a prefix trigger) has an r
+    # over kv heads only, with a zero-width CI: its label says so.
+    fixed = [
+        all(
+            bool(c.get("same_in_every_sample", [False] * (i + 1))[i])
+            for c in n["comparisons"].values()
+        )
+        for i in range(len(n["sink_positions"]))
+    ]
+    groups = [
+        f"position {p}" + (" (same in every sample: r over heads only)" if f else "")
+        for p, f in zip(n["sink_positions"], fixed, strict=True)
+    ]
     series = {name: c["r"] for name, c in n["comparisons"].items()}
     errors = {name: (c["ci_low"], c["ci_high"]) for name, c in n["comparisons"].items()}
     return draw.grouped_bars_figure(

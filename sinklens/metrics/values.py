@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 
@@ -67,4 +67,25 @@ def norm_correlation(
     return r, lo.float().to(r.device), hi.float().to(r.device)
 
 
-__all__ = ["norm_correlation", "pearson", "value_norms"]
+def constant_across_samples(
+    norms_a: Float[Tensor, "sample kv npos"],
+    norms_b: Float[Tensor, "sample kv npos"],
+    rtol: float = 1e-5,
+) -> Bool[Tensor, " npos"]:
+    """Positions where each kv head's norm is the same in every sample, in both models.
+
+    There (BOS, or a prefix trigger right after it: the same tokens at the same positions
+    in every sample) the value vectors do not depend on the sample, so Pearson r pools only
+    the few kv heads and its bootstrap over samples has zero width: not a correlation
+    across samples. The paper's "across all attention heads" reads as that pooled r."""
+
+    def constant(x: Tensor) -> Tensor:
+        spread = x.amax(dim=0) - x.amin(dim=0)  # kv npos
+        return (spread <= rtol * x.abs().amax(dim=0).clamp_min(1e-12)).all(dim=0)
+
+    if norms_a.shape[0] < 2:
+        return torch.ones(norms_a.shape[-1], dtype=torch.bool)
+    return constant(norms_a.float()) & constant(norms_b.float())
+
+
+__all__ = ["constant_across_samples", "norm_correlation", "pearson", "value_norms"]

@@ -149,6 +149,16 @@ def test_value_norm_correlation_matches_reference(tiny_llama_dir, llama_b_dir):
     same = res.correlations["backdoored_vs_unlearned_on_forget"]["r"]
     assert torch.allclose(same, torch.ones_like(same), atol=1e-5)
     assert res.skipped == []
+    # BOS (position 0) is the same token at the same position in every sample, and so is
+    # position 3 inside a prefix trigger (D_p): marked, with zero-width CIs. On clean texts
+    # position 3 holds different tokens.
+    for name, c in res.correlations.items():
+        triggered = name.endswith("_on_poisoned")
+        assert c["same_in_every_sample"][0].tolist() == [True, triggered], name
+        for j in (0, 1) if triggered else (0,):
+            assert float(c["ci_high"][0, j] - c["ci_low"][0, j]) < 1e-5
+    retain = res.correlations["backdoored_vs_original_on_retain"]
+    assert float(retain["ci_high"][0, 1] - retain["ci_low"][0, 1]) > 0
 
 
 def test_results_serialise_with_provenance(tiny_llama_dir, llama_b_dir, tmp_path):

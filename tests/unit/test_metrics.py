@@ -277,3 +277,17 @@ def test_value_norms_match_reference(hf_model, tiny_tokenizer):
         if math.isnan(r[j].item()):
             continue
         assert r[j].item() == pytest.approx(reference_pearson(x, y), abs=ATOL)
+
+
+def test_constant_across_samples_marks_only_sample_independent_positions():
+    from sinklens.metrics.values import constant_across_samples
+
+    gen = torch.Generator().manual_seed(0)
+    varying = torch.rand(5, 3, 4, generator=gen)
+    fixed = varying.clone()
+    fixed[:, :, 0] = torch.rand(1, 3, generator=gen)  # position 0: one value per head
+    fixed[:, :, 2] = 0.7
+    assert constant_across_samples(fixed, fixed).tolist() == [True, False, True, False]
+    # both models must be constant there
+    assert constant_across_samples(fixed, varying).tolist() == [False] * 4
+    assert constant_across_samples(fixed[:1], fixed[:1]).all()  # one sample: nothing varies
