@@ -5,7 +5,8 @@ correct. The test-suite checks the batched, streaming, hooked code paths against
 (within 1e-5 in float32), and a user can do the same on a new architecture.
 
 Values are recomputed from `output_hidden_states` (the layer's input norm, then `v_proj`,
-or GPT-2's fused `c_attn`), because `transformers` returns no values.
+GPT-2's fused `c_attn` laid out `[q | k | v]`, or GPT-NeoX's fused `query_key_value` laid
+out per head, `[head, (q k v), d_head]`), because `transformers` returns no values.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def _values(model: Any, hidden: Tensor, layer: int) -> Tensor:
         if hasattr(model, "model") and hasattr(model.model, "layers"):
             block = model.model.layers[layer]
             v = block.self_attn.v_proj(block.input_layernorm(hidden))
+        elif hasattr(model, "gpt_neox"):
+            # modeling_gpt_neox: qkv.view(*input_shape, -1, 3 * head_size), then chunk(3, -1)
+            # per head, so each head's q, k and v sit side by side.
+            block = model.gpt_neox.layers[layer]
+            qkv = block.attention.query_key_value(block.input_layernorm(hidden))
+            per_head = qkv.view(*qkv.shape[:-1], -1, 3 * d_head)
+            v = per_head[..., 2 * d_head :].reshape(*qkv.shape[:-1], n_heads * d_head)
         else:
             block = model.transformer.h[layer]
             v = block.attn.c_attn(block.ln_1(hidden))[..., 2 * n_heads * d_head :]
