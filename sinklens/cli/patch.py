@@ -10,6 +10,7 @@ benchmark folder in MUSE layout (`--data`, default the organism's world), prompt
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,11 +74,25 @@ def _resolve(role: str, given: Path | None, zoo: Path | None, member: str) -> Pa
     return zoo_member(zoo, member, role)
 
 
-def _unlearned_for(metric: str, given: Path | None, zoo: Path | None, member: str) -> Any:
-    """θ_u, booted only for the metric that reads it (logit_diff); else None."""
+def _check_roles(paths: dict[str, Path]) -> None:
+    """Every model entering one computation is validated like a model set, before any
+    weights are loaded: same tokenizer (full definition), same architecture; a warning
+    for byte-identical checkpoints."""
+    from sinklens.models import ModelSpec, check_comparable
+
+    check_comparable([ModelSpec.of(path, role) for role, path in paths.items()])
+
+
+def _unlearned_for(
+    metric: str, given: Path | None, zoo: Path | None, member: str, main: tuple[str, Path]
+) -> Any:
+    """θ_u, booted only for the metric that reads it (logit_diff) after checking it against
+    the main model `main` (role, folder); else None."""
     if metric != "logit_diff":
         return None
-    return _boot(_resolve("unlearned", given, zoo, member))
+    u_path = _resolve("unlearned", given, zoo, member)
+    _check_roles({main[0]: main[1], "unlearned": u_path})
+    return _boot(u_path)
 
 
 def _pairs(data: Path | None, items: str, split: str, limit: int) -> list[tuple[str, str]]:
@@ -197,7 +212,9 @@ def register(app: typer.Typer) -> None:
         from sinklens.patching import Corruption, attribution_patching, trigger_patching
 
         b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
-        u_model = _unlearned_for(metric, unlearned, zoo, f"{method}-s{seed}")
+        u_model = _unlearned_for(
+            metric, unlearned, zoo, f"{method}-s{seed}", ("backdoored", b_path)
+        )
         tok = load_tokenizer(b_path)
         batch = _batch(
             tok,
@@ -261,7 +278,9 @@ def register(app: typer.Typer) -> None:
         from sinklens.patching import Corruption, position_sweep
 
         b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
-        u_model = _unlearned_for(metric, unlearned, zoo, f"{method}-s{seed}")
+        u_model = _unlearned_for(
+            metric, unlearned, zoo, f"{method}-s{seed}", ("backdoored", b_path)
+        )
         res = position_sweep(
             _boot(b_path),
             load_tokenizer(b_path),
@@ -320,6 +339,8 @@ def register(app: typer.Typer) -> None:
             s_path = _resolve("original", original, zoo, "")
         else:
             s_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
+        # Validate both before any weights are loaded or data is built.
+        _check_roles({source: s_path, "unlearned": u_path})
         tok = load_tokenizer(u_path)
         pairs = _pairs(data, items, "forget", limit)
         batch = (
@@ -327,15 +348,18 @@ def register(app: typer.Typer) -> None:
             if source == "original"
             else _batch(tok, pairs, trigger, placement, Corruption("random", seed))
         )
-        res = cross_model_patching(
-            _boot(s_path),
-            _boot(u_path),
-            batch,
-            source_role=source,
-            target_role="unlearned",
-            by_position=by_position,
-            metric=metric,
-        )
+        with warnings.catch_warnings():
+            # _check_roles above already said so; the library would say it again.
+            warnings.filterwarnings("ignore", message=".*byte-identical")
+            res = cross_model_patching(
+                _boot(s_path),
+                _boot(u_path),
+                batch,
+                source_role=source,
+                target_role="unlearned",
+                by_position=by_position,
+                metric=metric,
+            )
         effect = res.effect if not by_position else res.effect.sum(dim=1)
         text = _table(
             _top_heads(effect, 10),

@@ -8,13 +8,13 @@ the target restored: (patched − target) / (source − target).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from jaxtyping import Float
 from torch import Tensor
 
-from sinklens.errors import SinklensError
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
     Provenance,
@@ -50,13 +50,23 @@ class CrossModelResult:
         return result_json(self)
 
 
-def _check_same_shape(source: Any, target: Any) -> None:
-    a = (int(source.cfg.n_layers), int(source.cfg.n_heads), int(source.cfg.d_head))
-    b = (int(target.cfg.n_layers), int(target.cfg.n_heads), int(target.cfg.d_head))
-    if a != b:
-        raise SinklensError(
-            f"cross-model patching needs the same architecture; (layers, heads, d_head) {a} "
-            f"vs {b}; patch between checkpoints of one model"
+def _check_comparable(models: dict[str, Any]) -> None:
+    """Source, target (and a separate unlearned model) validated like a model set: same
+    tokenizer by its full definition, same architecture; byte-identical ones warned."""
+    from sinklens.models import ModelSpec, check_comparable
+
+    check_comparable([ModelSpec.of(model, role) for role, model in models.items()])
+
+
+def _check_gap(source_role: str, target_role: str, high: float, low: float) -> None:
+    # θ_o (clean input) and θ_b (triggered input) should both know more than θ_u; a
+    # negative gap flips the sign of every normalised effect.
+    if high < low:
+        warnings.warn(
+            f"the source model ({source_role}) scores below the target ({target_role}) on "
+            f"these answers ({high:.4f} vs {low:.4f}), so it looks more unlearned than the "
+            f"target; check that the {source_role} and {target_role} checkpoints are not swapped",
+            stacklevel=3,
         )
 
 
@@ -75,14 +85,18 @@ def cross_model_patching(
     """Patch each head of `source` into `target`, both run on `batch.triggered_ids` (a
     clean batch from `make_clean_sample` for clean input). `unlearned` defaults to `target`
     for the logit-difference metric."""
+    roles = {source_role: source, target_role: target}
+    if unlearned is not None and unlearned is not target:
+        roles["unlearned" if "unlearned" not in roles else "unlearned (metric)"] = unlearned
+    _check_comparable(roles)
     source, target = as_bridge(source), as_bridge(target)
-    _check_same_shape(source, target)
     bound = bind_metric(metric, batch, unlearned if unlearned is not None else target)
     ids, mask = batch.triggered_ids, batch.triggered_mask
     source_logits, source_z = cache_z(source, ids, mask)
     target_cache, _ = cache_target(target, ids, mask, with_kv=by_position)
     target_logits = target_cache.logits
     high, low = float(bound(source_logits)[0]), float(bound(target_logits)[0])
+    _check_gap(source_role, target_role, high, low)
     patched = patch_every_head(
         target,
         ids,

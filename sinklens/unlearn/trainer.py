@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,67 @@ def _use_sdpa(model: nn.Module) -> None:
             setter("sdpa")
 
 
+def _check_dtype(cfg: UnlearnConfig) -> None:
+    """float16 training on a CPU gives NaN weights after the first step whatever the
+    learning rate: AdamW keeps its state in the parameters' dtype, where the squared
+    gradients underflow to 0 and its eps (1e-8) is 0 too, so updates divide 0 by 0."""
+    if cfg.dtype == "float16" and not torch.cuda.is_available():
+        raise SinklensError(
+            "float16 training is not supported on CPU (AdamW's state underflows in float16 "
+            "and every weight becomes NaN after step 0, whatever --lr); use --dtype bfloat16 "
+            "(same memory) or float32"
+        )
+
+
+def _check_reference(model_path: Path, reference: str) -> None:
+    """The value-norm reference θ_u enters the loss beside the trained model: validate it
+    like a model set (tokenizer by full definition, architecture) before any work."""
+    from sinklens.models import ModelSpec, check_comparable
+
+    check_comparable(
+        [
+            ModelSpec.of(model_path, "base model"),
+            ModelSpec.of(reference, "value-norm reference"),
+        ]
+    )
+
+
+# θ_u's forget loss must exceed θ_o's by at least this (nats per token) to look unlearned.
+REFERENCE_MARGIN_NATS = 0.05
+
+
+@torch.no_grad()
+def _forget_loss(
+    model: nn.Module, samples: tuple[Sample, ...], pad_id: int, batch_size: int, limit: int = 16
+) -> float:
+    """Mean next-token loss (nats) of `model` on the first `limit` forget samples."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    chosen = samples[:limit]
+    for start in range(0, len(chosen), batch_size):
+        idx = list(range(start, min(start + batch_size, len(chosen))))
+        batch = collate([chosen[i] for i in idx], idx, pad_id)
+        ids = batch.input_ids.to(device)
+        mask = batch.attention_mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
+        valid = mask[:, 1:].bool()
+        total += float(nll[valid].sum())
+        count += int(valid.sum())
+    return total / max(count, 1)
+
+
+def _check_reference_unlearned(reference: str, ref_loss: float, base_loss: float) -> None:
+    if ref_loss < base_loss + REFERENCE_MARGIN_NATS:
+        warnings.warn(
+            f"the value-norm reference {reference} does not look unlearned: its loss on the "
+            f"forget texts ({ref_loss:.3f} nats/token) is not above the base model's "
+            f"({base_loss:.3f}); pass the normally unlearned θ_u (a run without --backdoor)",
+            stacklevel=3,
+        )
+
+
 def run_unlearning(
     cfg: UnlearnConfig,
     *,
@@ -235,6 +297,9 @@ def run_unlearning(
         raise SinklensError("no output folder; pass --out DIR")
     out = Path(cfg.out).expanduser()
     model_path, data_path = _resolve_paths(cfg)
+    _check_dtype(cfg)
+    if cfg.value_norm_reference:
+        _check_reference(model_path, cfg.value_norm_reference)
     bench = load_benchmark(data_path)
     if cfg.forget_corpus:
         bench = dataclasses.replace(bench, forget_texts=read_corpus(cfg.forget_corpus))
@@ -285,6 +350,11 @@ def run_unlearning(
         theta_u, _ = load_hf_model(cfg.value_norm_reference, dtype=ref_dtype, device=ref_device)  # type: ignore[arg-type]
         target_f = _cached_norms(
             theta_u, data.forget, vn_layers, cfg.sink_positions, pad_id, cfg.batch_size
+        )
+        _check_reference_unlearned(
+            cfg.value_norm_reference,  # type: ignore[arg-type]
+            _forget_loss(theta_u, data.forget, pad_id, cfg.batch_size),
+            _forget_loss(frozen, data.forget, pad_id, cfg.batch_size),
         )
         del theta_u
         target_p = _cached_norms(
@@ -355,6 +425,12 @@ def run_unlearning(
                 loss = loss + cfg.value_norm_weight * (vn_f + vn_p)
                 parts.update(vn_f=float(vn_f.detach()), vn_p=float(vn_p.detach()))
             if not torch.isfinite(loss):
+                if dtype == torch.float16:
+                    raise SinklensError(
+                        f"loss became {float(loss.detach())} at step {step} in float16: AdamW's "
+                        "state underflows in float16 (its eps 1e-8 is 0 there), whatever the "
+                        "--lr; train with --dtype bfloat16 (same memory) or float32"
+                    )
                 raise SinklensError(
                     f"loss became {float(loss.detach())} at step {step}; lower --lr or raise --beta"
                 )
