@@ -255,7 +255,7 @@ def greedy_generate(
         ids, mask = ids.to(device), mask.to(device)
         pos = _positions(mask)
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        past = out.past_key_values
+        past = getattr(out, cache_argument)
         last_pos = pos[:, -1]
         new = torch.empty((len(chunk), 0), dtype=torch.long, device=device)
         done = torch.zeros(len(chunk), dtype=torch.bool, device=device)
@@ -276,7 +276,7 @@ def greedy_generate(
                 use_cache=True,
                 **{cache_argument: past},
             )
-            past = out.past_key_values
+            past = getattr(out, cache_argument)
             logits = out.logits[:, -1, :]
         for row in new.tolist():
             if eos_id is not None and eos_id in row:

@@ -419,7 +419,9 @@ def _keys_and_values(
     positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
     try:
         out = hf_model(ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        layers = getattr(out.past_key_values, "layers", None)
+        # transformers >= 5.24 returns the cache as `cache` (`past_key_values` warns).
+        cache = out.cache if "cache" in out else out.past_key_values
+        layers = getattr(cache, "layers", None)
         if layers is None or len(layers) != model_dims(model)[0]:
             return None
         kv = [(layer.keys, layer.values) for layer in layers]
