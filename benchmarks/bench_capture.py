@@ -185,7 +185,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--memory-samples", default="32,512", help="the two sample counts of the memory test"
+        "--memory-samples",
+        default="32,512",
+        help="the two sample counts of the memory test ('none': skip it)",
     )
     parser.add_argument(
         "--model", default=None, help="a Hugging Face folder (default: the shipped organism)"
@@ -199,7 +201,7 @@ def main() -> None:
         child = _child_memory_tl if args.child_kind == "tl" else _child_memory
         child(args.model, args.child_memory, args.batch_size)
         return
-    few, many = (int(x) for x in args.memory_samples.split(","))
+    counts = [] if args.memory_samples == "none" else args.memory_samples.split(",")
 
     from transformers import AutoModelForCausalLM
 
@@ -215,6 +217,9 @@ def main() -> None:
             ("sinklens", "attention-difference", " (target <= 1.1)"),
             ("tl", "TransformerLens run_with_cache attention difference", ""),
         ):
+            if not counts:
+                break
+            few, many = (int(x) for x in counts)
             small = _peak(path, texts, few, args.batch_size, args.threads, kind)
             large = _peak(path, texts, many, args.batch_size, args.threads, kind)
             print(
