@@ -131,7 +131,11 @@ def unlearn(
         int | None, typer.Option("--seed", help="Seed for poisoning, batches and RMU's u.")
     ] = None,
     dtype: Annotated[
-        str | None, typer.Option("--dtype", help="float32, bfloat16 or float16.")
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="float32 or bfloat16 (float16 only on a GPU: on a CPU its AdamW state underflows).",
+        ),
     ] = None,
     reference_device: Annotated[
         str | None,

@@ -106,7 +106,7 @@ def sink_ablation(
                 f"sink position {sinks[-1]} is beyond batch {name!r} ({batch.seq_len} tokens); "
                 f"use positions in 0..{batch.seq_len - 1}"
             )
-        bound = bind_metric(metric, batch, unlearned)
+        bound = bind_metric(metric, batch, unlearned, patched=model)
         hooks = [
             (
                 f"blocks.{layer}.attn.hook_pattern",

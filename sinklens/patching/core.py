@@ -73,6 +73,11 @@ __all__ = [
 # the logits (tokens x vocab floats) starts to dominate.
 DEFAULT_BATCH_TOKENS = 16384
 
+# Variants per forward below which per-call overhead dominates on a CPU: per-position
+# patches of a few neighbouring positions share one start (the earliest), so a forward
+# holds at least this many copies; the positions in between are recomputed unpatched.
+MIN_COPIES = 16
+
 
 def as_bridge(model: Any) -> Any:
     """A TransformerBridge, from itself or from a `sinklens.models.LoadedModel`."""
@@ -236,9 +241,13 @@ def bind_metric(
     name: MetricName | str,
     batch: PatchingBatch,
     unlearned: Any | None = None,
+    *,
+    patched: Any | None = None,
 ) -> BoundMetric:
     """Bind `logprob` or `logit_diff` to a batch; `logit_diff` needs the unlearned model,
-    whose top answer is read on the corrupted (trigger-free) input."""
+    whose top answer is read on the corrupted (trigger-free) input. With `patched` (the
+    model the metric will score), the unlearned model is first checked to be comparable
+    with it (same tokenizer by its full definition, same architecture)."""
     if name == "logprob":
         return BoundMetric("logprob", batch.triggered_ids, batch.answer_mask)
     if name != "logit_diff":
@@ -248,6 +257,12 @@ def bind_metric(
             "metric logit_diff needs the unlearned model for its top answer; pass unlearned="
         )
     unlearned = as_bridge(unlearned)
+    if patched is not None:
+        from sinklens.models import ModelSpec, check_comparable
+
+        check_comparable(
+            [ModelSpec.of(as_bridge(patched), "backdoored"), ModelSpec.of(unlearned, "unlearned")]
+        )
     with torch.no_grad():
         logits = forward(unlearned, batch.corrupted_ids, batch.corrupted_mask)
     alt = alternative_tokens(
@@ -616,6 +631,7 @@ def patch_heads_batched(
     *,
     target: TargetCache | None = None,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    min_copies: int = MIN_COPIES,
 ) -> Float[Tensor, " n"]:
     """Metric of every variant: the target run with one head (at one position) patched
     from `source_z`, many variants per forward.
@@ -635,7 +651,7 @@ def patch_heads_batched(
     if target is None or target.kv is None:
         starts = torch.zeros(len(variants), dtype=torch.long)
     elif variants.position is not None:
-        starts = variants.position.clone()
+        starts = _shared_starts(variants, min_copies)
     elif target.z is not None:
         starts = _first_difference(variants, source_z, target.z)
     else:
@@ -712,6 +728,19 @@ def patch_heads_batched(
                 logits, offset = torch.cat([head, logits], dim=1), first_read
             out[sel] = metric(logits, offset).float().cpu()
     return out
+
+
+def _shared_starts(variants: HeadVariants, min_copies: int) -> Tensor:
+    """Start positions for per-position variants: each one's own position, rounded down to
+    a multiple of a bucket of positions wide enough that a (layer, start) group holds
+    `min_copies` variants."""
+    assert variants.position is not None
+    per_position = torch.unique(
+        torch.stack([variants.layer, variants.position]), dim=1, return_counts=True
+    )[1]
+    typical = max(1, int(per_position.float().median()))
+    bucket = -(-min_copies // typical)  # ceil
+    return torch.div(variants.position, bucket, rounding_mode="floor") * bucket
 
 
 def _patched_by_forward(

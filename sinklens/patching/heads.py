@@ -94,7 +94,7 @@ def trigger_patching(
     """Exact, batched patching of every head's `hook_z` between triggered and corrupted runs."""
     model = as_bridge(model)
     target_ids, target_mask, source_ids, source_mask = runs_for(batch, direction)
-    bound = bind_metric(metric, batch, unlearned)
+    bound = bind_metric(metric, batch, unlearned, patched=model)
     target, _ = cache_target(
         model, target_ids, target_mask, with_kv=kv_pays_off(batch, by_position)
     )
@@ -172,7 +172,7 @@ def attribution_patching(
     backward at the target run. Both metrics of the unpatched runs come for free."""
     model = as_bridge(model)
     target_ids, target_mask, source_ids, source_mask = runs_for(batch, direction)
-    bound = bind_metric(metric, batch, unlearned)
+    bound = bind_metric(metric, batch, unlearned, patched=model)
     n_layers, _ = model_dims(model)
     source_logits, source_z = cache_z(model, source_ids, source_mask)
     source_metric = float(bound(source_logits)[0])

@@ -138,7 +138,7 @@ def position_sweep(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for depth in chosen:
         batch = build_batch(make_samples(tokenizer, pairs, trigger, depth, corruption), pad)
-        bound = bind_metric(metric, batch, unlearned)
+        bound = bind_metric(metric, batch, unlearned, patched=model)
         trig_logits, trig_z = cache_z(model, batch.triggered_ids, batch.triggered_mask)
         corrupted, _ = cache_target(
             model, batch.corrupted_ids, batch.corrupted_mask, with_kv=kv_pays_off(batch, False)

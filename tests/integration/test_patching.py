@@ -81,6 +81,22 @@ def parallel_dir(tmp_path_factory, tiny_tokenizer):
 
 
 @pytest.fixture(scope="module")
+def gqa_b_dir(tmp_path_factory, tiny_tokenizer):
+    """A second Llama of the same architecture as `tiny_llama_dir` (2 kv heads), another
+    seed: the pair that cross-model patching and the logit-diff metric compare."""
+    from conftest import _save, tiny_llama
+
+    return _save(
+        tiny_llama(tiny_tokenizer, seed=3), tiny_tokenizer, tmp_path_factory.mktemp("tiny_b")
+    )
+
+
+@pytest.fixture(scope="module")
+def gqa_b(gqa_b_dir):
+    return _boot(gqa_b_dir)
+
+
+@pytest.fixture(scope="module")
 def gqa(tiny_llama_dir):
     return _boot(tiny_llama_dir)
 
@@ -236,12 +252,17 @@ def test_trigger_patching_result_and_attribution(gqa, tiny_tokenizer):
     assert len(data["effect"]) == 2 and len(data["effect"][0]) == 4
 
 
-def test_logit_diff_metric_uses_the_unlearned_models_answer(gqa, mha, tiny_tokenizer):
+def test_logit_diff_metric_uses_the_unlearned_models_answer(gqa, gqa_b, mha, tiny_tokenizer):
     batch = _batch(tiny_tokenizer)
-    res = trigger_patching(gqa, batch, metric="logit_diff", unlearned=mha)
+    res = trigger_patching(gqa, batch, metric="logit_diff", unlearned=gqa_b)
     assert res.patched.shape == (2, 4) and torch.isfinite(res.patched).all()
     with pytest.raises(SinklensError, match="needs the unlearned model"):
         trigger_patching(gqa, batch, metric="logit_diff")
+    # An unlearned model of another architecture (4 kv heads, not 2) is refused in the
+    # Python API too, by every experiment that takes one.
+    for run in (trigger_patching, attribution_patching):
+        with pytest.raises(SinklensError, match="kv"):
+            run(gqa, batch, metric="logit_diff", unlearned=mha)
 
 
 def test_position_sweep(gqa, tiny_tokenizer):
@@ -255,11 +276,11 @@ def test_position_sweep(gqa, tiny_tokenizer):
     assert json.loads(res.to_json())["depths"] == res.depths
 
 
-def test_cross_model_patching(gqa, mha, tiny_tokenizer):
+def test_cross_model_patching(gqa, gqa_b, tiny_tokenizer):
     clean = build_batch([make_clean_sample(tiny_tokenizer, p, a) for p, a in SHORT], 0)
-    res = cross_model_patching(mha, gqa, clean, source_role="original", target_role="unlearned")
+    res = cross_model_patching(gqa_b, gqa, clean, source_role="original", target_role="unlearned")
     metric = bind_metric("logprob", clean)
-    _, source_z = cache_z(mha, clean.triggered_ids, clean.triggered_mask)
+    _, source_z = cache_z(gqa_b, clean.triggered_ids, clean.triggered_mask)
     one = patched_forward(gqa, clean.triggered_ids, clean.triggered_mask, source_z, [(1, 2)])
     assert float(res.patched[1, 2]) == pytest.approx(float(metric(one)[0]), abs=1e-5)
     every = [(layer, head) for layer in range(2) for head in range(4)]
@@ -338,7 +359,7 @@ def bench_dir(tmp_path_factory):
     return path
 
 
-def test_cli_patch_commands(tiny_llama_dir, mha_dir, bench_dir, tmp_path, monkeypatch):
+def test_cli_patch_commands(tiny_llama_dir, gqa_b_dir, bench_dir, tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
@@ -397,7 +418,7 @@ def test_cli_patch_commands(tiny_llama_dir, mha_dir, bench_dir, tmp_path, monkey
             "patch",
             "cross-model",
             "--original",
-            str(mha_dir),
+            str(gqa_b_dir),
             "--unlearned",
             str(tiny_llama_dir),
             *common,
