@@ -39,7 +39,7 @@ def fingerprints(node):
 @pytest.mark.parametrize("name", KEY_FIGURES)
 def test_key_figure_is_committed_with_its_numbers(name):
     assert (FIGURES_DIR / f"{name}.png").is_file(), (
-        f"figures/{name}.png is missing; run make reproduce"
+        f"figures/{name}.png is missing; run make figures"
     )
     assert (FIGURES_DIR / f"{name}.json").is_file(), f"figures/{name}.json is missing"
 
@@ -64,7 +64,7 @@ def test_figures_come_from_the_shipped_organism():
         if "original" in fp
     ]
     assert found, "no provenance with the original model's fingerprint"
-    assert set(found) == {today}, "figures/ was made from another organism; run make reproduce"
+    assert set(found) == {today}, "figures/ was made from another organism; run make figures"
 
 
 @pytest.mark.slow
