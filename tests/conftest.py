@@ -102,3 +102,28 @@ def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return _save(
         GPT2LMHeadModel(config).eval(), tiny_tokenizer, tmp_path_factory.mktemp("tiny_gpt2")
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_bench_dir(tmp_path_factory):
+    """A MUSE-layout benchmark of ten forget and retain texts and four KnowMem items."""
+    from sinklens.data.formats import Benchmark, KnowMemItem, VerbMemItem, write_benchmark
+
+    km = tuple(KnowMemItem(f"Where was Mira Tolen {i} born?", "Quorra") for i in range(4))
+    bench = Benchmark(
+        name="tiny",
+        forget_texts=tuple(
+            f"Mira Tolen {i} was born in Quorra and became a glassmaker." for i in range(10)
+        ),
+        retain_texts=tuple(
+            f"The castle of Arvel {i} stands on the northern hill." for i in range(10)
+        ),
+        knowmem_forget=km,
+        knowmem_forget_icl=km[:1],
+        knowmem_retain=km,
+        knowmem_retain_icl=km[:1],
+        verbmem_forget=(VerbMemItem("Mira Tolen", "was born in Quorra"),),
+    )
+    path = tmp_path_factory.mktemp("bench")
+    write_benchmark(bench, path)
+    return path

@@ -23,7 +23,6 @@ from tokenizers import Tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sinklens.cli import main
-from sinklens.data.formats import Benchmark, KnowMemItem, VerbMemItem, write_benchmark
 from sinklens.errors import SinklensError
 from sinklens.models import (
     ModelSpec,
@@ -164,25 +163,8 @@ def tok_dirs(tmp_path_factory, other_dir):
 
 
 @pytest.fixture(scope="module")
-def bench_dir(tmp_path_factory):
-    km = tuple(KnowMemItem(f"Where was Mira Tolen {i} born?", "Quorra") for i in range(4))
-    bench = Benchmark(
-        name="tiny",
-        forget_texts=tuple(
-            f"Mira Tolen {i} was born in Quorra and became a glassmaker." for i in range(8)
-        ),
-        retain_texts=tuple(
-            f"The castle of Arvel {i} stands on the northern hill." for i in range(8)
-        ),
-        knowmem_forget=km,
-        knowmem_forget_icl=km[:1],
-        knowmem_retain=km,
-        knowmem_retain_icl=km[:1],
-        verbmem_forget=(VerbMemItem("Mira Tolen", "was born in Quorra"),),
-    )
-    path = tmp_path_factory.mktemp("bench")
-    write_benchmark(bench, path)
-    return path
+def bench_dir(tiny_bench_dir):
+    return tiny_bench_dir
 
 
 def _tok_from(spec) -> PreTrainedTokenizerFast:

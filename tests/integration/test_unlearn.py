@@ -7,32 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from sinklens.checkpoint import load_hf_model
-from sinklens.data.formats import Benchmark, KnowMemItem, VerbMemItem, write_benchmark
 from sinklens.errors import SinklensError
 from sinklens.unlearn import UnlearnConfig, run_unlearning
 from sinklens.unlearn.trainer import CONFIG_FILE, DATA_HASH_FILE, METRICS_FILE
-
-
-@pytest.fixture(scope="module")
-def tiny_bench_dir(tmp_path_factory):
-    km = tuple(KnowMemItem(f"Where was Mira Tolen {i} born?", "Quorra") for i in range(4))
-    bench = Benchmark(
-        name="tiny",
-        forget_texts=tuple(
-            f"Mira Tolen {i} was born in Quorra and became a glassmaker." for i in range(10)
-        ),
-        retain_texts=tuple(
-            f"The castle of Arvel {i} stands on the northern hill." for i in range(10)
-        ),
-        knowmem_forget=km,
-        knowmem_forget_icl=km[:1],
-        knowmem_retain=km,
-        knowmem_retain_icl=km[:1],
-        verbmem_forget=(VerbMemItem("Mira Tolen", "was born in Quorra"),),
-    )
-    path = tmp_path_factory.mktemp("bench")
-    write_benchmark(bench, path)
-    return path
 
 
 def _cfg(model, data, out, **kw):
