@@ -73,11 +73,6 @@ __all__ = [
 # the logits (tokens x vocab floats) starts to dominate.
 DEFAULT_BATCH_TOKENS = 16384
 
-# Variants per forward below which per-call overhead dominates on a CPU: per-position
-# patches of a few neighbouring positions share one start (the earliest), so a forward
-# holds at least this many copies; the positions in between are recomputed unpatched.
-MIN_COPIES = 16
-
 
 def as_bridge(model: Any) -> Any:
     """A TransformerBridge, from itself or from a `sinklens.models.LoadedModel`."""
@@ -631,7 +626,6 @@ def patch_heads_batched(
     *,
     target: TargetCache | None = None,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    min_copies: int = MIN_COPIES,
 ) -> Float[Tensor, " n"]:
     """Metric of every variant: the target run with one head (at one position) patched
     from `source_z`, many variants per forward.
@@ -651,7 +645,7 @@ def patch_heads_batched(
     if target is None or target.kv is None:
         starts = torch.zeros(len(variants), dtype=torch.long)
     elif variants.position is not None:
-        starts = _shared_starts(variants, min_copies)
+        starts = variants.position.clone()
     elif target.z is not None:
         starts = _first_difference(variants, source_z, target.z)
     else:
@@ -728,19 +722,6 @@ def patch_heads_batched(
                 logits, offset = torch.cat([head, logits], dim=1), first_read
             out[sel] = metric(logits, offset).float().cpu()
     return out
-
-
-def _shared_starts(variants: HeadVariants, min_copies: int) -> Tensor:
-    """Start positions for per-position variants: each one's own position, rounded down to
-    a multiple of a bucket of positions wide enough that a (layer, start) group holds
-    `min_copies` variants."""
-    assert variants.position is not None
-    per_position = torch.unique(
-        torch.stack([variants.layer, variants.position]), dim=1, return_counts=True
-    )[1]
-    typical = max(1, int(per_position.float().median()))
-    bucket = -(-min_copies // typical)  # ceil
-    return torch.div(variants.position, bucket, rounding_mode="floor") * bucket
 
 
 def _patched_by_forward(
