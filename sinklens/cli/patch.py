@@ -78,7 +78,7 @@ def _check_roles(paths: dict[str, Path]) -> None:
     """Every model entering one computation is validated like a model set, before any
     weights are loaded: same tokenizer (full definition), same architecture; a warning
     for byte-identical checkpoints."""
-    from sinklens.models import ModelSpec, check_comparable
+    from sinklens.comparable import ModelSpec, check_comparable
 
     check_comparable([ModelSpec.of(path, role) for role, path in paths.items()])
 

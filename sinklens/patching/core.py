@@ -253,7 +253,7 @@ def bind_metric(
         )
     unlearned = as_bridge(unlearned)
     if patched is not None:
-        from sinklens.models import ModelSpec, check_comparable
+        from sinklens.comparable import ModelSpec, check_comparable
 
         check_comparable(
             [ModelSpec.of(as_bridge(patched), "backdoored"), ModelSpec.of(unlearned, "unlearned")]

@@ -53,7 +53,7 @@ class CrossModelResult:
 def _check_comparable(models: dict[str, Any]) -> None:
     """Source, target (and a separate unlearned model) validated like a model set: same
     tokenizer by its full definition, same architecture; byte-identical ones warned."""
-    from sinklens.models import ModelSpec, check_comparable
+    from sinklens.comparable import ModelSpec, check_comparable
 
     check_comparable([ModelSpec.of(model, role) for role, model in models.items()])
 

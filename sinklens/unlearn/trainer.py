@@ -237,7 +237,7 @@ def _check_dtype(cfg: UnlearnConfig) -> None:
 def _check_reference(model_path: Path, reference: str) -> None:
     """The value-norm reference θ_u enters the loss beside the trained model: validate it
     like a model set (tokenizer by full definition, architecture) before any work."""
-    from sinklens.models import ModelSpec, check_comparable
+    from sinklens.comparable import ModelSpec, check_comparable
 
     check_comparable(
         [
