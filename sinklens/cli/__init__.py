@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 
 import typer
 
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     _register_subcommands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if not debug:
+        warnings.showwarning = _one_line_warning
     try:
         code = app(args=argv, standalone_mode=False)
     except SinklensError as err:
@@ -116,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return INTERRUPTED
     return code if isinstance(code, int) else 0
+
+
+def _one_line_warning(message: Warning | str, *_: object, **__: object) -> None:
+    """Warnings as one line on stderr, like errors (the file and source line only with
+    --debug)."""
+    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
 def _unexpected_error_line(err: BaseException) -> str:

@@ -176,14 +176,24 @@ def register(app: typer.Typer) -> None:
         dtype: str,
         device: str,
         device_map: str | None,
-    ) -> tuple[Any, dict[str, Path]]:
+        data: Path | None,
+    ) -> tuple[Any, Any]:
+        """The models and the benchmark; the benchmark is read first (a bad --data fails
+        before any weights load), and its forget texts let validation warn when the
+        original looks unlearned next to the others."""
         from sinklens.models import load_models
 
         paths = _resolve_paths(original, unlearned, backdoored, extra, zoo, method, seed, placement)
+        bench = _benchmark(data, paths)
         models = load_models(
-            paths, backend=backend, dtype=dtype, device=device, device_map=device_map
+            paths,
+            backend=backend,
+            dtype=dtype,
+            device=device,
+            device_map=device_map,
+            forget_texts=bench.forget_texts if len(paths) > 1 else (),
         )
-        return models, paths
+        return models, bench
 
     def cache_dir(given: Path | None, no_cache: bool) -> Path | None:
         from sinklens.cache import default_cache_dir
@@ -226,7 +236,7 @@ def register(app: typer.Typer) -> None:
 
         if split not in ("general", "forget", "retain"):
             raise SinklensError(f"unknown --split {split!r}; use general, forget or retain")
-        models, paths = load(
+        models, bench = load(
             original,
             unlearned,
             backdoored,
@@ -239,8 +249,8 @@ def register(app: typer.Typer) -> None:
             dtype,
             device,
             device_map,
+            data,
         )
-        bench = _benchmark(data, paths)
         texts = _cut(getattr(bench, f"{split}_texts"), max_items)
         res = sink_statistics(
             models,
@@ -296,7 +306,7 @@ def register(app: typer.Typer) -> None:
         """ΔA = mean A(X′) − A(X) on the forget set, per layer and head (paper Fig. 3)."""
         from sinklens.analyze import attention_difference
 
-        models, paths = load(
+        models, bench = load(
             original,
             unlearned,
             backdoored,
@@ -309,8 +319,9 @@ def register(app: typer.Typer) -> None:
             dtype,
             device,
             device_map,
+            data,
         )
-        texts = _cut(_benchmark(data, paths).forget_texts, max_items)
+        texts = _cut(bench.forget_texts, max_items)
         res = attention_difference(
             models,
             texts,
@@ -371,7 +382,7 @@ def register(app: typer.Typer) -> None:
         """Mean true-next-token logit/log-prob and max logit per position, X′ vs X (paper Fig. 4)."""
         from sinklens.analyze import logits_by_position
 
-        models, paths = load(
+        models, bench = load(
             original,
             unlearned,
             backdoored,
@@ -384,8 +395,9 @@ def register(app: typer.Typer) -> None:
             dtype,
             device,
             device_map,
+            data,
         )
-        texts = _cut(_benchmark(data, paths).forget_texts, max_items)
+        texts = _cut(bench.forget_texts, max_items)
         res = logits_by_position(
             models,
             texts,
@@ -452,7 +464,7 @@ def register(app: typer.Typer) -> None:
         """Pearson r of sink-token value norms: θ_b vs θ_u on D_f, θ_b vs θ_o on D_p and D_r (Fig. 5)."""
         from sinklens.analyze import value_norm_correlation
 
-        models, paths = load(
+        models, bench = load(
             original,
             unlearned,
             backdoored,
@@ -465,8 +477,8 @@ def register(app: typer.Typer) -> None:
             dtype,
             device,
             device_map,
+            data,
         )
-        bench = _benchmark(data, paths)
         res = value_norm_correlation(
             models,
             _cut(bench.forget_texts, max_items),

