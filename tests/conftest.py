@@ -80,6 +80,26 @@ def tiny_llama(tokenizer, *, seed: int = 0, kv_heads: int = 2) -> LlamaForCausal
     return LlamaForCausalLM(config).eval()
 
 
+def tiny_neox(tokenizer, *, seed: int = 2):
+    """GPT-NeoX with parallel attention and MLP and a fused, per-head interleaved
+    query_key_value."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        use_parallel_residual=True,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return GPTNeoXForCausalLM(config).eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A 2-layer Llama with grouped-query attention (4 heads, 2 kv heads)."""

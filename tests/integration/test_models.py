@@ -43,22 +43,9 @@ def llama_b(tmp_path_factory, tiny_tokenizer):
 @pytest.fixture(scope="module")
 def neox_dir(tmp_path_factory, tiny_tokenizer):
     """GPT-NeoX: fused query_key_value laid out per head, [head, (q, k, v), d_head]."""
-    from conftest import _save
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from conftest import _save, tiny_neox
 
-    torch.manual_seed(2)
-    config = GPTNeoXConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        use_parallel_residual=True,
-        max_position_embeddings=256,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-    )
-    model = GPTNeoXForCausalLM(config).eval()
+    model = tiny_neox(tiny_tokenizer)
     with torch.no_grad():  # biases make a wrong slice of the fused output easier to see
         for layer in model.gpt_neox.layers:
             layer.attention.query_key_value.bias.normal_(0, 0.5)

@@ -60,24 +60,9 @@ def mha_dir(tmp_path_factory, tiny_tokenizer):
 def parallel_dir(tmp_path_factory, tiny_tokenizer):
     """GPT-NeoX with parallel attention and MLP: its blocks do not decompose as
     `mid = resid + attn`, `post = mid + mlp(mid)`, so patching must fall back to forwards."""
-    from conftest import _save
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from conftest import _save, tiny_neox
 
-    torch.manual_seed(2)
-    config = GPTNeoXConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        use_parallel_residual=True,
-        max_position_embeddings=256,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-    )
-    return _save(
-        GPTNeoXForCausalLM(config).eval(), tiny_tokenizer, tmp_path_factory.mktemp("tiny_neox")
-    )
+    return _save(tiny_neox(tiny_tokenizer), tiny_tokenizer, tmp_path_factory.mktemp("tiny_neox"))
 
 
 @pytest.fixture(scope="module")
