@@ -89,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     _register_subcommands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    if not debug:
-        warnings.showwarning = _one_line_warning
     try:
         code = app(args=argv, standalone_mode=False)
     except SinklensError as err:
@@ -142,5 +140,14 @@ def _unexpected_error_line(err: BaseException) -> str:
     )
 
 
-if __name__ == "__main__":  # pragma: no cover
+def entry() -> None:
+    """The console script (and `python -m sinklens.cli`): `main`, with warnings printed
+    as one line each (the file and source line only with --debug). In-process callers of
+    `main` (tests, notebooks) keep Python's own warning handling."""
+    if "--debug" not in sys.argv[1:]:
+        warnings.showwarning = _one_line_warning
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

@@ -1,5 +1,3 @@
-import sys
+from sinklens.cli import entry
 
-from sinklens.cli import main
-
-sys.exit(main())
+entry()
