@@ -144,18 +144,22 @@ def _write_static(drawn: Sequence[Drawn], folder: Path, formats: Sequence[str]) 
             kinds.append(fmt)
             item.files[fmt] = final
     # One kaleido call for all figures: starting the browser dominates the cost.
-    # kaleido ignores the layout's size unless it is passed explicitly.
-    pio.write_images(
-        figures,
-        tmp_paths,
-        format=kinds,
-        width=[f.layout.width or 700 for f in figures],
-        height=[f.layout.height or 500 for f in figures],
-    )
-    # kaleido's batch call logs a failed figure and carries on: check every file arrived.
-    missing = [
-        final.name for tmp, final in zip(tmp_paths, final_paths, strict=True) if not tmp.exists()
-    ]
+    # kaleido's batch call logs a failed figure and carries on (seen under load, once in a
+    # few hundred figures): check every file arrived, and render the missing ones once more.
+    todo = list(range(len(figures)))
+    for _ in range(2):
+        # kaleido ignores the layout's size unless it is passed explicitly.
+        pio.write_images(
+            [figures[i] for i in todo],
+            [tmp_paths[i] for i in todo],
+            format=[kinds[i] for i in todo],
+            width=[figures[i].layout.width or 700 for i in todo],
+            height=[figures[i].layout.height or 500 for i in todo],
+        )
+        todo = [i for i in todo if not tmp_paths[i].exists()]
+        if not todo:
+            break
+    missing = [final_paths[i].name for i in todo]
     if missing:
         raise SinklensError(
             f"static export failed for {', '.join(missing)}; check chromium, or ask for --formats html,json"
