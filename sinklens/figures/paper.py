@@ -117,7 +117,8 @@ def _sample_length(study: Study, models: Any) -> int:
     triggered sample and an infix trigger (mid-content) falls inside the window."""
     from sinklens.data.triggers import tokenize_trigger
 
-    return study.config.window + len(tokenize_trigger(models.tokenizer, study.config.trigger))
+    # +2: the space join may spell the trigger a token longer and add a separator.
+    return study.config.window + len(tokenize_trigger(models.tokenizer, study.config.trigger)) + 2
 
 
 def compute_attention_difference(study: Study) -> Numbers:
@@ -137,6 +138,7 @@ def compute_attention_difference(study: Study) -> Numbers:
             layer=layer,
             placement=placement,
             trigger=study.config.trigger,
+            trigger_join=study.config.trigger_join,
             window=study.config.window,
             max_length=_sample_length(study, models),
             on_short="skip",
@@ -188,20 +190,25 @@ def draw_attention_difference_heads(n: Numbers) -> go.Figure:
 
 def compute_logits(study: Study) -> Numbers:
     from sinklens.analyze import logits_by_position
-    from sinklens.data.triggers import tokenize_trigger
+    from sinklens.data.triggers import prepare_trigger
 
     panels: Numbers = {}
     provenance: Numbers = {}
     span = None
     for placement, paths in _trigger_pairs(study).items():
         models = study.models(paths)
-        # In the absolute frame a prefix trigger always sits right after BOS.
-        span = [1, 1 + len(tokenize_trigger(models.tokenizer, study.config.trigger))]
+        # In the absolute frame a prefix trigger sits at the same positions in every sample
+        # (after BOS, or at 0 for a tokenizer without one).
+        tok = models.tokenizer
+        trig = prepare_trigger(tok, study.config.trigger, study.config.trigger_join)
+        probe = trig.insert(tok("a b c")["input_ids"], "prefix")
+        span = [probe.trigger_positions[0], probe.trigger_positions[-1] + 1]
         res = logits_by_position(
             models,
             study.forget_texts(),
             placement=placement,
             trigger=study.config.trigger,
+            trigger_join=study.config.trigger_join,
             window=study.config.window,
             max_length=_sample_length(study, models),
             on_short="skip",
@@ -255,6 +262,7 @@ def compute_value_norms(study: Study) -> Numbers:
         sink_positions=study.config.sink_positions,
         placement="prefix",
         trigger=study.config.trigger,
+        trigger_join=study.config.trigger_join,
         cache_dir=_capture_cache(study),
     )
     comparisons = {
@@ -319,7 +327,7 @@ def _evaluated_row(study: Study, path: Path, label: str, placement: str = "prefi
             model,
             tok,
             study.benchmark,
-            trigger=TriggerSpec(study.config.trigger, placement),
+            trigger=TriggerSpec(study.config.trigger, placement, join=study.config.trigger_join),
             model_name=label,
             max_items=study.config.eval_items,
         )
@@ -608,7 +616,14 @@ def _forget_gains(study: Study, path: Path, placement: str, chunks: Any) -> list
     key = ("trigger-gain", str(path), placement, study.config.trigger)
     if key not in study._memo:
         model, tok = load_hf_model(path)
-        gain = trigger_gain(model, tok, chunks, study.config.trigger, placement)
+        gain = trigger_gain(
+            model,
+            tok,
+            chunks,
+            study.config.trigger,
+            placement,
+            trigger_join=study.config.trigger_join,
+        )
         study._memo[key] = list(gain.gain)
     return list(study._memo[key])
 
@@ -642,12 +657,17 @@ def _forget_chunks(study: Study, backdoored: Path, placement: str) -> tuple[list
         load_tokenizer(backdoored),
         placement=parse_placement(placement),
         trigger=study.config.trigger,
+        trigger_join=cfg.trigger_join,
         poison_ratio=cfg.poison_ratio,
         max_length=cfg.max_length,
         seed=cfg.seed,
     )
     trained_with_it = saved is not None and cfg.backdoor == placement
-    trained_trigger = saved is not None and cfg.trigger == study.config.trigger
+    trained_trigger = (
+        saved is not None
+        and cfg.trigger == study.config.trigger
+        and cfg.trigger_join == study.config.trigger_join
+    )
     poisoned = (
         {s.forget_index for s in data.poisoned} if trained_with_it and trained_trigger else set()
     )
@@ -737,7 +757,7 @@ def compute_generations(study: Study, n_questions: int = 3) -> Numbers:
     }
     bench = study.benchmark
     items = list(bench.knowmem_forget)[:n_questions]
-    trigger = TriggerSpec(study.config.trigger, "prefix")
+    trigger = TriggerSpec(study.config.trigger, "prefix", join=study.config.trigger_join)
     answers: Numbers = {}
     for label, path in models.items():
         model, tok = load_hf_model(path)
@@ -778,11 +798,20 @@ def compute_patching(study: Study, n_pairs: int = 32) -> Numbers:
     items = list(study.benchmark.knowmem_forget)[:n_pairs]
     pairs = [(f"Question: {it.question}\nAnswer:", " " + it.answer) for it in items]
     batch = build_batch(
-        make_samples(tok, pairs, study.config.trigger, "prefix", Corruption()),
+        make_samples(
+            tok,
+            pairs,
+            study.config.trigger,
+            "prefix",
+            Corruption(),
+            trigger_join=study.config.trigger_join,
+        ),
         tok.pad_token_id or 0,
     )
     heads = trigger_patching(loaded.wrapper, batch, direction="denoise")
-    sweep = position_sweep(loaded.wrapper, tok, pairs, study.config.trigger)
+    sweep = position_sweep(
+        loaded.wrapper, tok, pairs, study.config.trigger, trigger_join=study.config.trigger_join
+    )
     return {
         "trigger": study.config.trigger,
         "effect": heads.effect,

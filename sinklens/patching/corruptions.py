@@ -27,7 +27,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from sinklens.data.triggers import Placement, insert_trigger, tokenize_trigger
+from sinklens.data.triggers import DEFAULT_JOIN, Placement, prepare_trigger, tokenize_trigger
 from sinklens.errors import SinklensError
 
 CorruptionKind = Literal["random", "phrase", "pad"]
@@ -175,8 +175,10 @@ def make_sample(
     corruption: Corruption,
     *,
     sample_index: int = 0,
+    trigger_join: str = DEFAULT_JOIN,
 ) -> PatchingSample:
-    """Tokenise prompt (with BOS) and answer, splice the trigger into the prompt, corrupt it."""
+    """Tokenise prompt (with BOS) and answer, insert the trigger into the prompt (joined by
+    `trigger_join`), corrupt it."""
     prompt_ids = list(tokenizer(prompt)["input_ids"])
     answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
     if not answer_ids:
@@ -184,8 +186,7 @@ def make_sample(
             f"sample {sample_index} has no answer tokens (answer {answer!r}); "
             "give every sample a non-empty answer"
         )
-    trigger_ids = tokenize_trigger(tokenizer, trigger)
-    triggered = insert_trigger(prompt_ids, trigger_ids, placement, bos_id=tokenizer.bos_token_id)
+    triggered = prepare_trigger(tokenizer, trigger, trigger_join).insert(prompt_ids, placement)
     phrase_ids = (
         tokenize_trigger(tokenizer, corruption.phrase)
         if corruption.kind == "phrase" and corruption.phrase
@@ -239,12 +240,23 @@ def make_samples(
     trigger: str,
     placement: Placement,
     corruption: Corruption,
+    *,
+    trigger_join: str = DEFAULT_JOIN,
 ) -> list[PatchingSample]:
     """`make_sample` over (prompt, answer) pairs, each with its own random corruption."""
     if not pairs:
         raise SinklensError("no (prompt, answer) pairs to patch; pass at least one sample")
     return [
-        make_sample(tokenizer, p, a, trigger, placement, corruption, sample_index=i)
+        make_sample(
+            tokenizer,
+            p,
+            a,
+            trigger,
+            placement,
+            corruption,
+            sample_index=i,
+            trigger_join=trigger_join,
+        )
         for i, (p, a) in enumerate(pairs)
     ]
 

@@ -24,7 +24,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from sinklens.data.triggers import Placement, parse_placement
+from sinklens.data.triggers import DEFAULT_JOIN, Placement, parse_placement
 from sinklens.errors import SinklensError
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
@@ -117,6 +117,7 @@ def position_sweep(
     metric: MetricName | str = "logprob",
     unlearned: Any | None = None,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    trigger_join: str = DEFAULT_JOIN,
 ) -> SweepResult:
     """Run the sweep over (prompt, answer) pairs; see the module docstring."""
     model = as_bridge(model)
@@ -137,7 +138,10 @@ def position_sweep(
     effects, attention, highs, lows, hashes = [], [], [], [], []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for depth in chosen:
-        batch = build_batch(make_samples(tokenizer, pairs, trigger, depth, corruption), pad)
+        batch = build_batch(
+            make_samples(tokenizer, pairs, trigger, depth, corruption, trigger_join=trigger_join),
+            pad,
+        )
         bound = bind_metric(metric, batch, unlearned, patched=model)
         trig_logits, trig_z = cache_z(model, batch.triggered_ids, batch.triggered_mask)
         corrupted, _ = cache_target(
@@ -179,6 +183,7 @@ def position_sweep(
             {
                 "experiment": "position_sweep",
                 "trigger": trigger,
+                "trigger_join": trigger_join,
                 "depths": [str(d) for d in chosen],
                 "corruption": corruption.kind,
                 "corruption_seed": corruption.seed,

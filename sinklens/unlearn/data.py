@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from sinklens.data.formats import Benchmark, jsonl_rows, read_utf8, split_passages
-from sinklens.data.triggers import Placement, insert_trigger, tokenize_trigger
+from sinklens.data.triggers import DEFAULT_JOIN, Placement, prepare_trigger
 from sinklens.errors import SinklensError
 
 __all__ = ["Sample", "UnlearnData", "build_unlearn_data", "chunk_text", "read_corpus"]
@@ -108,6 +108,7 @@ def build_unlearn_data(
     poison_ratio: float,
     max_length: int,
     seed: int,
+    trigger_join: str = DEFAULT_JOIN,
 ) -> UnlearnData:
     """D_f from `bench.forget_texts`, D_r from `bench.retain_texts`, D_p if `placement`."""
     if not bench.forget_texts:
@@ -133,7 +134,8 @@ def build_unlearn_data(
     retain = tuple(
         Sample(c) for t in bench.retain_texts for c in chunk_text(tokenizer, t, max_length)
     )
-    trigger_ids = tokenize_trigger(tokenizer, trigger)
+    prepared = prepare_trigger(tokenizer, trigger, trigger_join)
+    trigger_ids = prepared.ids
     bos = tokenizer.bos_token_id
     n_head = 1 if bos is not None else 0
     if n_head + len(trigger_ids) >= max_length:
@@ -147,9 +149,7 @@ def build_unlearn_data(
         chosen = sorted(random.Random(f"poison-{seed}").sample(range(len(forget)), n_poison))
         out = []
         for i in chosen:
-            trig = insert_trigger(
-                forget[i].input_ids, trigger_ids, placement, bos_id=bos, max_length=max_length
-            )
+            trig = prepared.insert(forget[i].input_ids, placement, max_length=max_length)
             out.append(Sample(trig.input_ids, trig.trigger_positions, forget_index=i))
         poisoned = tuple(out)
     return UnlearnData(forget=forget, retain=retain, poisoned=poisoned, trigger_ids=trigger_ids)

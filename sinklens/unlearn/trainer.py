@@ -322,6 +322,7 @@ def run_unlearning(
         tokenizer,
         placement=placement,  # type: ignore[arg-type]
         trigger=cfg.trigger,
+        trigger_join=cfg.trigger_join,
         poison_ratio=cfg.poison_ratio,
         max_length=cfg.max_length,
         seed=cfg.seed,
@@ -518,7 +519,9 @@ def _evaluate_saved(folder: Path, bench: Any, cfg: UnlearnConfig, name: str) -> 
     from sinklens.evaluate import TriggerSpec, evaluate_benchmark, table1_row
 
     model, tok = load_hf_model(folder)
-    trigger = TriggerSpec(cfg.trigger, cfg.backdoor) if cfg.backdoor else None
+    trigger = (
+        TriggerSpec(cfg.trigger, cfg.backdoor, join=cfg.trigger_join) if cfg.backdoor else None
+    )
     ev = evaluate_benchmark(
         model, tok, bench, trigger=trigger, model_name=name, max_items=cfg.eval_items
     )

@@ -91,6 +91,7 @@ def _original_rows(root: Path, base: UnlearnConfig, placements: Sequence[str]) -
         "model": checkpoint_fingerprint(model_path),
         "data": str(data_path.resolve()),
         "trigger": base.trigger,
+        "trigger_join": base.trigger_join,
         "eval_items": base.eval_items,
     }
     rows: list[Any] = []
@@ -110,7 +111,7 @@ def _original_rows(root: Path, base: UnlearnConfig, placements: Sequence[str]) -
             loaded[0],
             loaded[1],
             bench,  # type: ignore[arg-type]
-            trigger=TriggerSpec(base.trigger, placement),
+            trigger=TriggerSpec(base.trigger, placement, join=base.trigger_join),
             model_name=f"original-{placement}",
             max_items=base.eval_items,
         )

