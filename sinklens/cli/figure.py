@@ -29,8 +29,11 @@ def _formats(text: str) -> tuple[str, ...]:
     return chosen
 
 
-def _figure_selection(only: str | None, skip: str | None) -> list[str]:
-    """The figures `--only` and `--skip` leave, in registry order; unknown names refused."""
+def _figure_selection(
+    only: str | None, skip: str | None, default_skip: tuple[str, ...] = ()
+) -> list[str]:
+    """The figures `--only` and `--skip` leave, in registry order; unknown names refused.
+    Without `--only`, `default_skip` (a real model's costliest figures) is left out too."""
     from sinklens.figures.paper import figure_names, get_figure
 
     def names(text: str | None) -> list[str]:
@@ -40,6 +43,8 @@ def _figure_selection(only: str | None, skip: str | None) -> list[str]:
         return chosen
 
     keep, drop = names(only), set(names(skip))
+    if not keep:
+        drop |= set(default_skip)
     selected = [n for n in figure_names() if (not keep or n in keep) and n not in drop]
     if not selected:
         raise SinklensError("--only/--skip leave no figure to make; check the names")
@@ -116,13 +121,30 @@ def reproduce(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files from an earlier run."),
     only: str | None = typer.Option(None, "--only", help="Comma-separated figures to make."),
     skip: str | None = typer.Option(None, "--skip", help="Comma-separated figures to leave out."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Run the study on a real model instead of the organism: smollm2 (fetched, "
+        "unlearned and backdoored on the countries benchmark on first use).",
+    ),
 ) -> None:
-    """Build the organism's zoo if needed and write every figure, table and an index.html."""
-    from sinklens.reproduce import make_figures, reproduce_config
+    """Build the zoo if needed and write every figure, table and an index.html."""
+    from sinklens.reproduce import (
+        MODEL_STUDIES,
+        make_figures,
+        model_study_config,
+        reproduce_config,
+    )
 
-    config = reproduce_config(full, **({"seeds": parse_seeds(seeds)} if seeds else {}))
+    given = {"seeds": parse_seeds(seeds)} if seeds else {}
+    default_skip: tuple[str, ...] = ()
+    if model is not None:
+        config = model_study_config(model, full=full, **given)
+        default_skip = MODEL_STUDIES[model.strip().lower()].default_skip
+    else:
+        config = reproduce_config(full, **given)
     chosen_formats = _formats(formats)
-    names = _figure_selection(only, skip)
+    names = _figure_selection(only, skip, default_skip)
     failed: list[str] = []
 
     def report(name: str, err: BaseException) -> None:

@@ -82,8 +82,14 @@ def compute_sinks(study: Study) -> Numbers:
         "sink_rate": {r: res.sink_rate[r] for r in models.roles},
         "sink_set": {r: list(res.sink_set[r]) for r in models.roles},
         "dormant_score": {r: res.dormant_score[r] for r in models.roles},
+        "first_token_is_bos": _adds_bos(models.tokenizer),
         "provenance": _provenance(res),
     }
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
 
 
 def draw_sinks(n: Numbers) -> go.Figure:
@@ -94,7 +100,8 @@ def draw_sinks(n: Numbers) -> go.Figure:
     labels = [f"{r[:4]}·h{h}" for r in roles for h in range(n_heads)]
     fig = draw.heatmap_figure(
         stacked,
-        title=f"α of the first token (BOS) per layer and head; ε = {n['epsilon']}",
+        title=f"α of the first token{' (BOS)' if n.get('first_token_is_bos', True) else ''} "
+        f"per layer and head; ε = {n['epsilon']}",
         x_title="model · head",
         y_title="layer",
         x_labels=labels,
@@ -788,14 +795,14 @@ def draw_generations(n: Numbers) -> go.Figure:
 
 
 # ------------------------------------------------------------------ patching (new)
-def compute_patching(study: Study, n_pairs: int = 32) -> Numbers:
+def compute_patching(study: Study) -> Numbers:
     from sinklens.patching import position_sweep, trigger_patching
     from sinklens.patching.corruptions import Corruption, build_batch, make_samples
 
     models = study.models({"backdoored": study.backdoored_path("prefix")})
     loaded = models["backdoored"]
     tok = loaded.tokenizer
-    items = list(study.benchmark.knowmem_forget)[:n_pairs]
+    items = list(study.benchmark.knowmem_forget)[: study.config.patching_pairs]
     pairs = [(f"Question: {it.question}\nAnswer:", " " + it.answer) for it in items]
     batch = build_batch(
         make_samples(
