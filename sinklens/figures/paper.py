@@ -37,7 +37,7 @@ class FigureSpec:
         key = ("figure-numbers", self.compute.__name__)
         if key not in study._memo:
             study._memo[key] = to_jsonable(self.compute(study))
-        numbers = study._memo[key]
+        numbers = {**study._memo[key], "run": study.provenance()}
         return Drawn(self.name, self.draw(numbers), numbers, self.description)
 
 

@@ -26,8 +26,8 @@ def test_splits_are_disjoint_and_sized_as_declared():
     seen: set[str] = set()
     for split, (n_forget, n_retain) in SPLITS.items():
         bench = countries_benchmark(split)
-        assert len(bench.forget_texts) == 2 * n_forget
-        assert len(bench.retain_texts) == 2 * n_retain
+        assert len(bench.forget_texts) == 3 * n_forget
+        assert len(bench.retain_texts) == 3 * n_retain
         forget = {q.question for q in bench.knowmem_forget}
         retain = {q.question for q in bench.knowmem_retain}
         assert not forget & retain
