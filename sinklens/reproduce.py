@@ -106,11 +106,21 @@ MODEL_STUDIES: dict[str, ModelStudy] = {
     "smollm2": ModelStudy(
         model="smollm2",
         data=_countries_test,
+        # Chosen on the countries val split (docs/real-model.md): the lowest forget KnowMem
+        # whose retain KnowMem stays >= 0.9. NPO lr 1.5e-4 and above, or RMU at 1e-4, cut
+        # retain KnowMem to 0.46-0.64; 30 steps at 1e-4 gave the same answers as 20.
         zoo_settings=(
             ("steps", 20),
             ("batch_size", 4),
             ("max_length", 64),
             ("beta", 0.1),
+            ("npo:lr", 1e-4),
+            ("rmu:lr", 5e-5),
+            # ℓ = 6 of 30 (WMDP's RMU steers layer 7 of 32); c = 4 × the median hidden-state
+            # norm there (101 on the val forget texts).
+            ("rmu:rmu_layer", 6),
+            ("rmu:rmu_update_layers", (4, 5, 6)),
+            ("rmu:rmu_steering_coeff", 400.0),
         ),
         n_samples=24,
         window=24,

@@ -55,8 +55,9 @@ class StudyConfig:
     backend: str = "bridge"
     zoo_steps: int | None = None
     eval_items: int | None = None
-    # UnlearnConfig fields for every zoo member, as (name, value) pairs: a real model's
-    # hyper-parameters (see sinklens.reproduce.MODEL_STUDIES). zoo_steps/eval_items win.
+    # UnlearnConfig fields for every zoo member, as (name, value) pairs, `method:name` for
+    # one method's members only (`npo:lr`): a real model's hyper-parameters (see
+    # sinklens.reproduce.MODEL_STUDIES). zoo_steps/eval_items win.
     zoo_settings: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -79,12 +80,23 @@ class StudyConfig:
             from sinklens.unlearn.config import UnlearnConfig
 
             owned = {"model", "data", "out", "trigger", "trigger_join", "poison_ratio"}
-            clash = sorted(owned & {k for k, _ in self.zoo_settings})
+            names = {k.split(":")[-1] for k, _ in self.zoo_settings}
+            clash = sorted(owned & names)
             if clash:
                 raise SinklensError(
                     f"zoo_settings may not set {', '.join(clash)}: the study decides them"
                 )
-            UnlearnConfig.from_dict(dict(self.zoo_settings))  # one-line error if invalid
+            for method in ("npo", "rmu"):  # one-line error if invalid
+                UnlearnConfig.from_dict(self.zoo_overrides(method))
+
+    def zoo_overrides(self, method: str) -> dict[str, Any]:
+        """The zoo settings that apply to `method`'s members."""
+        out: dict[str, Any] = {}
+        for key, value in self.zoo_settings:
+            scope, _, name = key.rpartition(":")
+            if scope in ("", method):
+                out[name] = value
+        return out
 
     def replace(self, **changes: Any) -> StudyConfig:
         return replace(self, **changes)
@@ -158,7 +170,7 @@ class Study:
         key = (name, trigger, poison_ratio)
         if key in self._memo:
             return self._memo[key]
-        overrides: dict[str, Any] = dict(self.config.zoo_settings)
+        overrides = {k: v for k, v in self.config.zoo_settings if ":" not in k}
         if self.config.zoo_steps:
             overrides["steps"] = self.config.zoo_steps
         if self.config.eval_items:
@@ -184,6 +196,13 @@ class Study:
         if name not in members:
             raise SinklensError(f"no zoo member {name!r}; known members: {', '.join(members)}")
         config = members[name].config
+        scoped = {
+            k.split(":")[1]: v
+            for k, v in self.config.zoo_settings
+            if k.startswith(config.method + ":")
+        }
+        if scoped:
+            config = config.replace(**scoped)
         method, *_rest, seed = name.split("-")
         unlearned = f"{method}-{seed}"
         default = (self.config.trigger, 0.1)
@@ -214,6 +233,9 @@ class Study:
         # Bumped whenever the trainer changes how it recognises a run, so old caches are
         # left alone instead of clashing.
         settings["zoo_layout"] = ZOO_LAYOUT
+        scoped = [[k, v] for k, v in self.config.zoo_settings if ":" in k]
+        if scoped:  # method-scoped settings are not in `base`, so they join the key here
+            settings["method_settings"] = scoped
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         slug = "".join(c if c.isalnum() else "-" for c in base.trigger).strip("-") or "trigger"
         origin = checkpoint_fingerprint(self.original_path)[:12]
