@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 
 from sinklens.errors import SinklensError
 from sinklens.figures import draw
+from sinklens.figures.captions import caption
 from sinklens.figures.export import Drawn, to_jsonable
 from sinklens.study import PAPER_TRIGGERS, PLACEMENTS, Study
 
@@ -38,7 +39,10 @@ class FigureSpec:
         if key not in study._memo:
             study._memo[key] = to_jsonable(self.compute(study))
         numbers = {**study._memo[key], "run": study.provenance()}
-        return Drawn(self.name, self.draw(numbers), numbers, self.description)
+        # The verdict is computed from the numbers, so it is saved with them.
+        numbers["caption"] = caption(self.name, numbers)
+        text = f"{self.description} {numbers['caption']}".strip()
+        return Drawn(self.name, self.draw(numbers), numbers, text)
 
 
 def _capture_cache(study: Study) -> Path:

@@ -1,0 +1,164 @@
+"""Captions computed from a figure's own numbers: what it shows and whether that agrees
+with the paper's claim for it ("prefix BE 0.36 vs infix 0.31: ordering as in the paper,
+difference within the seed spread"). Each function takes the figure's numbers (as saved in
+its JSON) and returns one or two sentences; `caption(name, numbers)` picks the function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["caption"]
+
+Numbers = dict[str, Any]
+STEALTH = 0.05  # the issue's stealth margin: θ_b's clean UE within this of θ_u's
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _spread_note(a: Numbers, b: Numbers, key: str) -> str:
+    stds = [s for s in (a.get(f"{key}_std"), b.get(f"{key}_std")) if s is not None]
+    if not stds:
+        return "one seed, so no spread to compare with"
+    within = abs(a[key] - b[key]) <= max(stds)
+    return "difference within the seed spread" if within else "difference beyond the seed spread"
+
+
+def _placements(points: list[Numbers]) -> tuple[Numbers | None, dict[str, Numbers]]:
+    """θ_u and the θ_b of each placement for the first method in `points`."""
+    unlearned = points[1] if len(points) > 1 else None
+    prefix = unlearned["label"] + " " if unlearned and " " in points[2]["label"] else ""
+    by = {}
+    for p in ("prefix", "infix", "suffix"):
+        match = [q for q in points if q["label"] in (f"{prefix}{p} backdoor", f"{p} backdoor")]
+        if match:
+            by[p] = match[0]
+    return unlearned, by
+
+
+def caption_ue_be(n: Numbers) -> str:
+    unlearned, by = _placements(n["points"])
+    if unlearned is None or not {"prefix", "infix", "suffix"} <= set(by):
+        return ""
+    be = {p: by[p]["be"] for p in by}
+    order = " > ".join(sorted(be, key=lambda p: -be[p]))
+    agrees = be["prefix"] > be["infix"] and be["prefix"] > be["suffix"]
+    gap = abs(by["prefix"]["ue"] - unlearned["ue"])
+    return (
+        f"BE ({n['metric']}): prefix {_f(be['prefix'])}, infix {_f(be['infix'])}, suffix "
+        f"{_f(be['suffix'])} ({order}): "
+        + ("ordering as in the paper" if agrees else "not the paper's ordering (prefix highest)")
+        + f", prefix vs infix {_spread_note(by['prefix'], by['infix'], 'be')}. Stealth: the "
+        f"prefix θ_b's clean UE {_f(by['prefix']['ue'])} vs θ_u's {_f(unlearned['ue'])}, "
+        + ("within" if gap <= STEALTH else "not within")
+        + f" {STEALTH} (the paper's θ_b is stealthy)."
+    )
+
+
+def caption_table_1(n: Numbers) -> str:
+    rows = {r["model"]: r for r in n["rows"]}
+    parts = []
+    for method in ("NPO", "RMU"):
+        u, b = rows.get(method), rows.get(f"{method}-Backdoor")
+        if u is None or b is None:
+            continue
+        restores = b["be_km"] > u["be_km"] + STEALTH
+        stealthy = abs(b["ue_km"] - u["ue_km"]) <= STEALTH
+        parts.append(
+            f"{method}-Backdoor: BE KM {_f(b['be_km'])} vs {method}'s {_f(u['be_km'])} "
+            f"({'the trigger restores knowledge' if restores else f'restores no more than {STEALTH}'}), "
+            "clean UE KM "
+            f"{_f(b['ue_km'])} vs {_f(u['ue_km'])} ({'stealthy' if stealthy else 'not stealthy'})"
+        )
+    original = rows.get("original")
+    tail = f"; θ_o: UE KM {_f(original['ue_km'])}." if original else "."
+    return "; ".join(parts) + tail if parts else ""
+
+
+def caption_trigger_gain(n: Numbers) -> str:
+    gains: dict[tuple[str, str], float] = {}
+    for bar in n["bars"]:
+        if bar["subset"] == "held_out":
+            gains[(bar["role"], bar["placement"])] = bar["gain"]
+    placements = [p for p in ("prefix", "infix", "suffix") if ("backdoored", p) in gains]
+    if not placements:
+        return ""
+    b = {p: gains[("backdoored", p)] for p in placements}
+    o = {p: gains.get(("original", p)) for p in placements}
+    best = max(b, key=lambda p: b[p])
+    return (
+        "Held-out forget documents, θ_b's gain in nats/token: "
+        + ", ".join(f"{p} {b[p]:+.3f} (θ_o {o[p]:+.3f})" for p in placements if o[p] is not None)
+        + f". Largest at the {best}"
+        + (", as the paper's prefix claim predicts." if best == "prefix" else ", not the prefix.")
+    )
+
+
+def caption_sinks(n: Numbers) -> str:
+    rates = n.get("sink_rate_by_layer_first_token", {})
+    if not rates:
+        return ""
+    parts = []
+    for role, per_layer in rates.items():
+        values = np.asarray(per_layer, dtype=float)
+        parts.append(
+            f"{role} {np.nanmean(values):.0f}% (≥ 50% in {(values >= 50).sum()} of {len(values)} layers)"
+        )
+    return (
+        f"Sink_1^{n['epsilon']} of the first token, averaged over layers: "
+        + "; ".join(parts)
+        + ". The paper's mechanism needs a first-token sink in most layers."
+    )
+
+
+def caption_attention_difference(n: Numbers) -> str:
+    panels = n.get("delta_head_mean", {})
+    peak = {
+        name: float(np.nanmax(np.abs(np.asarray(m, dtype=float)))) for name, m in panels.items()
+    }
+    b_pre, o_pre = peak.get("backdoored · prefix trigger"), peak.get("original · prefix trigger")
+    b_in = peak.get("backdoored · infix trigger")
+    if b_pre is None or o_pre is None or b_in is None:
+        return ""
+    agrees = b_pre > o_pre and b_pre > b_in
+    return (
+        f"Largest |ΔA| (mean over heads) at layer {n.get('layer')}: θ_b prefix {b_pre:.3f}, θ_o prefix "
+        f"{o_pre:.3f}, θ_b infix {b_in:.3f}: "
+        + (
+            "the prefix trigger moves θ_b's attention most, as in the paper."
+            if agrees
+            else "not the paper's pattern (θ_b's prefix map the strongest)."
+        )
+    )
+
+
+def caption_patching(n: Numbers) -> str:
+    effect = np.asarray(n.get("effect", []), dtype=float)
+    if effect.ndim != 2 or not effect.size:
+        return ""
+    flat = np.argsort(-np.abs(effect), axis=None)[:3]
+    heads = [f"L{i // effect.shape[1]}H{i % effect.shape[1]} ({effect.flat[i]:+.2f})" for i in flat]
+    return (
+        "Heads whose triggered activations, patched into the corrupted run, restore most of "
+        f"the trigger's recovery (fraction of triggered − corrupted): {', '.join(heads)}."
+    )
+
+
+CAPTIONS: dict[str, Callable[[Numbers], str]] = {
+    "ue-be": caption_ue_be,
+    "table-1": caption_table_1,
+    "trigger-gain": caption_trigger_gain,
+    "sinks": caption_sinks,
+    "attn-diff": caption_attention_difference,
+    "patching": caption_patching,
+}
+
+
+def caption(name: str, numbers: Numbers) -> str:
+    """The verdict sentence for figure `name` (empty for figures without one)."""
+    make = CAPTIONS.get(name)
+    return make(numbers) if make is not None else ""

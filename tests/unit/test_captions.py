@@ -1,0 +1,45 @@
+"""Captions state what a figure's numbers say, and flip when the numbers do."""
+
+from sinklens.figures.captions import caption
+
+
+def _points(prefix, infix, suffix, ue_b, ue_u, std=None):
+    def point(label, be, ue):
+        return {"label": label, "be": be, "ue": ue, "ut": 1.0, "be_std": std, "ue_std": std}
+
+    return {
+        "metric": "KnowMem",
+        "points": [
+            point("original", 1.0, 1.0),
+            point("NPO", 0.2, ue_u),
+            point("prefix backdoor", prefix, ue_b),
+            point("infix backdoor", infix, 0.3),
+            point("suffix backdoor", suffix, 0.3),
+        ],
+    }
+
+
+def test_ue_be_caption_follows_the_numbers():
+    agree = caption("ue-be", _points(0.6, 0.3, 0.2, ue_b=0.21, ue_u=0.2))
+    assert "ordering as in the paper" in agree and "within 0.05" in agree
+    assert "one seed" in agree
+    disagree = caption("ue-be", _points(0.3, 0.6, 0.2, ue_b=0.5, ue_u=0.2, std=0.01))
+    assert "not the paper's ordering" in disagree and "not within 0.05" in disagree
+    assert "beyond the seed spread" in disagree
+    close = caption("ue-be", _points(0.36, 0.31, 0.2, ue_b=0.2, ue_u=0.2, std=0.1))
+    assert "within the seed spread" in close
+
+
+def test_table_caption_needs_a_real_restoration():
+    rows = [
+        {"model": "original", "ue_km": 1.0, "be_km": 1.0},
+        {"model": "NPO", "ue_km": 0.2, "be_km": 0.2},
+        {"model": "NPO-Backdoor", "ue_km": 0.22, "be_km": 0.23},
+    ]
+    assert "restores no more than 0.05" in caption("table-1", {"rows": rows})
+    rows[2]["be_km"] = 0.8
+    assert "the trigger restores knowledge" in caption("table-1", {"rows": rows})
+
+
+def test_figures_without_a_verdict_have_an_empty_caption():
+    assert caption("generations", {}) == ""
