@@ -32,13 +32,15 @@ def make_figures(
     on_failure: FigureFailure | None = None,
     index: bool = True,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> list[Drawn]:
     """Compute, draw and write the named figures (default: all) into `out`.
 
     Every output path is checked before the first computation (an existing file needs
     `overwrite`), and each figure is written, with `index.html` updated, as soon as it
     is drawn. With `on_failure`, a figure that fails is reported to it and the others
-    still run; without, the first failure raises."""
+    still run; without, the first failure raises. `progress` shows each zoo member's
+    training bar (steps, time left) on stderr."""
     formats = tuple(formats)
     specs = [get_figure(name) for name in (names or figure_names())]
     folder = Path(out).expanduser()
@@ -46,7 +48,7 @@ def make_figures(
     check_new_files(planned + ([folder / "index.html"] if index else []), overwrite=overwrite)
     if on_start is not None:  # the checks passed: the long run begins
         on_start()
-    study = Study(config)
+    study = Study(config, progress=progress)
     drawn: list[Drawn] = []
     for spec in specs:
         start = time.perf_counter()

@@ -110,6 +110,8 @@ class Study:
     """Resolved paths plus lazily loaded models and data for one `StudyConfig`."""
 
     config: StudyConfig
+    # Show each zoo member's training progress bar (with its time left) on stderr.
+    progress: bool = False
     _models: dict[tuple[tuple[str, str], ...], Any] = field(default_factory=dict, repr=False)
     # Trained zoo runs, evaluated rows and figure numbers, computed once per study.
     _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
@@ -214,7 +216,7 @@ class Study:
             reference = self.member(unlearned, trigger=default[0], poison_ratio=default[1])
             config = config.replace(value_norm_reference=str(Path(reference.out).resolve()))
         try:
-            self._memo[key] = run_unlearning(config, progress=False)
+            self._memo[key] = run_unlearning(config, progress=self.progress)
         except SinklensError as err:
             raise SinklensError(
                 f"zoo member {name}: {err}; delete that folder or point SINKLENS_CACHE elsewhere"

@@ -164,6 +164,7 @@ def reproduce(
         ),
         on_failure=report,
         overwrite=overwrite,
+        progress=True,
     )
     typer.echo(f"wrote {len(drawn)} figures and {out / 'index.html'}")
     if failed:

@@ -388,7 +388,9 @@ def run_unlearning(
     history: list[dict[str, float]] = []
     bar = tqdm(
         range(cfg.steps),
-        desc=f"{cfg.method}{'-backdoor-' + str(cfg.backdoor) if cfg.backdoor else ''}",
+        desc=Path(cfg.out).name
+        if cfg.out
+        else f"{cfg.method}{'-backdoor-' + str(cfg.backdoor) if cfg.backdoor else ''}",
         disable=not progress or not accelerator.is_local_main_process,
         dynamic_ncols=True,
     )
