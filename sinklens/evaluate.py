@@ -22,7 +22,7 @@ import csv
 import inspect
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,11 +242,14 @@ def greedy_generate(
     pad_id: int,
     eos_id: int | None,
     batch_size: int = 16,
+    finished: Callable[[list[int]], bool] | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of token-id prompts, batched with left padding and a mask.
 
     Returns the new tokens of each prompt, cut before the first EOS. Padded keys are masked
     and positions count real tokens only, so an item's output does not depend on its batch.
+    `finished(new_tokens)` says a row needs no more tokens (its answer is already cut off
+    by a stop string); a batch stops early once every row is finished.
     """
     if max_new_tokens < 1:
         raise SinklensError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -274,6 +277,9 @@ def greedy_generate(
             new = torch.cat([new, nxt[:, None]], dim=1)
             if eos_id is not None:
                 done |= nxt == eos_id
+            if finished is not None:
+                rows = new.tolist()
+                done |= torch.tensor([finished(r) for r in rows], device=device)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
@@ -307,6 +313,15 @@ def _generate_and_score(
     batch_size: int,
 ) -> GenerationResult:
     ids = _prompt_ids(tokenizer, prompts, trigger)
+    longest = max((len(s) for s in stops), default=0)
+
+    def cut_off(tokens: list[int]) -> bool:
+        # Finished once a stop string has appeared and no longer one could still begin
+        # before it: more tokens cannot change what `_cut_at_stop` keeps.
+        text = str(tokenizer.decode(tokens, skip_special_tokens=True))
+        starts = [i for i in (text.find(s) for s in stops) if i >= 0]
+        return bool(starts) and len(text) - min(starts) >= longest
+
     new = greedy_generate(
         model,
         ids,
@@ -314,6 +329,7 @@ def _generate_and_score(
         pad_id=_pad_id(tokenizer),
         eos_id=tokenizer.eos_token_id,
         batch_size=batch_size,
+        finished=cut_off if stops else None,
     )
     texts = [_cut_at_stop(str(tokenizer.decode(t, skip_special_tokens=True)), stops) for t in new]
     scores = tuple(rouge_l_f1(ref, out) for ref, out in zip(references, texts, strict=True))

@@ -232,3 +232,27 @@ def test_trigger_gain_matches_direct_logprobs(which, request):
     assert suffix.gain == pytest.approx([0.0] * len(texts), abs=1e-5)
     with pytest.raises(SinklensError, match="no texts"):
         trigger_gain(model, tok, [], trigger)
+
+
+@pytest.mark.parametrize("which", ["llama", "gpt2"])
+def test_stopping_at_a_stop_string_changes_no_answer(which, request):
+    """Generation ends once every row's answer is cut off by a stop string; the answers are
+    those of generating all the tokens and cutting afterwards."""
+    from sinklens.evaluate import KNOWMEM_STOP, _cut_at_stop, _pad_id, greedy_generate
+
+    model, tok = request.getfixturevalue(which)
+    prompts = [tok(p)["input_ids"] for p in [*PROMPTS, "Question: Who?\nAnswer:"]]
+    stops = (*KNOWMEM_STOP, " the", "a")  # frequent stops, so rows finish at different steps
+    longest = max(len(s) for s in stops)
+
+    def finished(tokens):
+        text = tok.decode(tokens, skip_special_tokens=True)
+        starts = [i for i in (text.find(s) for s in stops) if i >= 0]
+        return bool(starts) and len(text) - min(starts) >= longest
+
+    kwargs = {"max_new_tokens": 24, "pad_id": _pad_id(tok), "eos_id": tok.eos_token_id}
+    full = greedy_generate(model, prompts, **kwargs)
+    early = greedy_generate(model, prompts, finished=finished, **kwargs)
+    cut = [_cut_at_stop(tok.decode(t, skip_special_tokens=True), stops) for t in full]
+    assert cut == [_cut_at_stop(tok.decode(t, skip_special_tokens=True), stops) for t in early]
+    assert sum(map(len, early)) <= sum(map(len, full))
