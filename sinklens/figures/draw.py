@@ -361,3 +361,26 @@ def table_figure(header: Sequence[str], rows: Sequence[Sequence[Any]], *, title:
         title=title, width=max(700, 140 * len(header)), height=120 + 32 * max(1, len(rows))
     )
     return fig
+
+
+_SUBSCRIPTS = {f"θ_{s}": f"θ<sub>{s}</sub>" for s in ("o", "u", "b", "p")} | {
+    f"D_{s}": f"D<sub>{s}</sub>" for s in ("f", "r", "p")
+}
+
+
+def _subscripted(node: Any) -> Any:
+    if isinstance(node, str):
+        for plain, marked in _SUBSCRIPTS.items():
+            node = node.replace(plain, marked)
+        return node
+    if isinstance(node, dict):
+        return {k: _subscripted(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_subscripted(v) for v in node)
+    return node
+
+
+def with_subscripts(fig: go.Figure) -> go.Figure:
+    """θ_b, D_f, … written as θ with a subscript in every title, label, legend and cell (the
+    numbers' JSON keeps the plain names)."""
+    return go.Figure(_subscripted(fig.to_plotly_json()))

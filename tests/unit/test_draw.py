@@ -125,3 +125,17 @@ def test_output_path_that_is_a_file(tmp_path):
 def test_unknown_format(tmp_path):
     with pytest.raises(SinklensError, match="unknown figure format"):
         save_figures([], tmp_path, formats=("svgz",))
+
+
+def test_symbols_are_drawn_with_subscripts():
+    import plotly.graph_objects as go
+
+    from sinklens.figures.draw import with_subscripts
+
+    fig = go.Figure(go.Bar(x=["θ_b vs θ_u on D_f"], y=[1.0], name="θ_o"))
+    fig.update_layout(title="r of θ_b")
+    out = with_subscripts(fig).to_plotly_json()
+    assert out["data"][0]["x"] == ["θ<sub>b</sub> vs θ<sub>u</sub> on D<sub>f</sub>"]
+    assert out["data"][0]["name"] == "θ<sub>o</sub>"
+    assert out["layout"]["title"]["text"] == "r of θ<sub>b</sub>"
+    assert out["data"][0]["y"] == [1.0]
