@@ -110,9 +110,11 @@ MODEL_STUDIES: dict[str, ModelStudy] = {
         data=_countries_test,
         # Chosen on the countries val split (docs/real-model.md): the lowest forget KnowMem
         # whose retain KnowMem stays >= 0.9. NPO lr 1.5e-4 and above, or RMU at 1e-4, cut
-        # retain KnowMem to 0.46-0.64; 30 steps at 1e-4 gave the same answers as 20.
+        # retain KnowMem to 0.46-0.64. Val ran 20 steps over its 18 forget chunks (4.4
+        # epochs); the test split has 42, so the same epochs take 48 steps (20 steps left
+        # NPO's test forget KnowMem at 0.91).
         zoo_settings=(
-            ("steps", 20),
+            ("steps", 48),
             ("batch_size", 4),
             ("max_length", 64),
             ("beta", 0.1),
