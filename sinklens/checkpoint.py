@@ -195,6 +195,13 @@ def checkpoint_fingerprint(path: str | Path) -> str:
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())
+        if file.name == "gguf_source.json":
+            # Where the GGUF lay on this machine does not decide what the model computes:
+            # the same file converted in two caches is the same checkpoint.
+            source = json.loads(file.read_text(encoding="utf-8"))
+            source.pop("path", None)
+            digest.update(json.dumps(source, sort_keys=True).encode())
+            continue
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)

