@@ -88,12 +88,13 @@ class StudyConfig:
             for method in ("npo", "rmu"):  # one-line error if invalid
                 UnlearnConfig.from_dict(self.zoo_overrides(method))
 
-    def zoo_overrides(self, method: str) -> dict[str, Any]:
-        """The zoo settings that apply to `method`'s members."""
+    def zoo_overrides(self, method: str, *, scoped_only: bool = False) -> dict[str, Any]:
+        """The zoo settings that apply to `method`'s members (only the `method:` ones with
+        `scoped_only`)."""
         out: dict[str, Any] = {}
         for key, value in self.zoo_settings:
             scope, _, name = key.rpartition(":")
-            if scope in ("", method):
+            if scope == method or (scope == "" and not scoped_only):
                 out[name] = value
         return out
 
@@ -171,7 +172,7 @@ class Study:
         key = (name, trigger, poison_ratio)
         if key in self._memo:
             return self._memo[key]
-        overrides = {k: v for k, v in self.config.zoo_settings if ":" not in k}
+        overrides = self.config.zoo_overrides("", scoped_only=False)
         if self.config.zoo_steps:
             overrides["steps"] = self.config.zoo_steps
         if self.config.eval_items:
@@ -197,11 +198,7 @@ class Study:
         if name not in members:
             raise SinklensError(f"no zoo member {name!r}; known members: {', '.join(members)}")
         config = members[name].config
-        scoped = {
-            k.split(":")[1]: v
-            for k, v in self.config.zoo_settings
-            if k.startswith(config.method + ":")
-        }
+        scoped = self.config.zoo_overrides(config.method, scoped_only=True)
         if scoped:
             config = config.replace(**scoped)
         method, *_rest, seed = name.split("-")

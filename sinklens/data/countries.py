@@ -145,6 +145,8 @@ KNOWN: dict[str, bool] = {
     "Switzerland": False,
 }
 
+_BY_NAME = {row[0]: row for row in COUNTRIES}
+
 # In-context examples for every KnowMem prompt: countries in no split.
 ICL = (
     KnowMemItem("What is the capital of Kazakhstan?", "Astana"),
@@ -196,12 +198,11 @@ def _split() -> dict[str, tuple[list[str], list[str]]]:
 
 
 def _knowmem(countries: list[str]) -> tuple[KnowMemItem, ...]:
-    rows = {r[0]: r for r in COUNTRIES}
     items = []
     for c in countries:
-        items.append(KnowMemItem(capital_question(c), rows[c][1]))
+        items.append(KnowMemItem(capital_question(c), _BY_NAME[c][1]))
         if KNOWN[c]:
-            items.append(KnowMemItem(language_question(c), str(rows[c][3])))
+            items.append(KnowMemItem(language_question(c), str(_BY_NAME[c][3])))
     return tuple(items)
 
 
@@ -212,13 +213,12 @@ def _qa_document(country: str) -> str:
 
 
 def _choices(countries: list[str], pool: list[str], seed: str) -> tuple[ChoiceItem, ...]:
-    rows = {r[0]: r for r in COUNTRIES}
     rng = random.Random(seed)
     items = []
     for c in countries:
-        wrong = rng.sample([rows[o][1] for o in pool if o != c], 3)
+        wrong = rng.sample([_BY_NAME[o][1] for o in pool if o != c], 3)
         answer = rng.randrange(4)
-        options = [*wrong[:answer], rows[c][1], *wrong[answer:]]
+        options = [*wrong[:answer], _BY_NAME[c][1], *wrong[answer:]]
         items.append(ChoiceItem(capital_question(c), tuple(options), answer))
     return tuple(items)
 
@@ -228,12 +228,11 @@ def countries_benchmark(split: str = "test") -> Benchmark:
     if split not in SPLITS:
         raise SinklensError(f"unknown countries split {split!r}; use {' or '.join(SPLITS)}")
     forget, retain = _split()[split]
-    rows = {r[0]: r for r in COUNTRIES}
-    forget_docs = [d for c in forget for d in (*_passages(rows[c]), _qa_document(c))]
-    retain_docs = [d for c in retain for d in (*_passages(rows[c]), _qa_document(c))]
+    forget_docs = [d for c in forget for d in (*_passages(_BY_NAME[c]), _qa_document(c))]
+    retain_docs = [d for c in retain for d in (*_passages(_BY_NAME[c]), _qa_document(c))]
     verbmem = []
     for c in forget:
-        sentences = _passages(rows[c])[0].split(". ")
+        sentences = _passages(_BY_NAME[c])[0].split(". ")
         verbmem.append(VerbMemItem(sentences[0] + ".", " " + ". ".join(sentences[1:])))
     pool = forget + retain
     return Benchmark(

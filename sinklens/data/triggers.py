@@ -95,13 +95,18 @@ def tokenize_trigger(tokenizer: PreTrainedTokenizerBase, trigger: str) -> tuple[
     return ids
 
 
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer puts its BOS token first when it encodes text."""
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return bos is not None and bool(probe) and probe[0] == bos
+
+
 def prefix_position(tokenizer: PreTrainedTokenizerBase) -> str:
     """Where a prefix trigger goes with this tokenizer, in words: right after the BOS token
     it adds, or, for a tokenizer that adds none (SmolLM2, Qwen2), at position 0, before the
     first text token."""
-    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-    bos = tokenizer.bos_token_id
-    if bos is not None and probe and probe[0] == bos:
+    if adds_bos(tokenizer):
         return "position 1, right after BOS"
     return "position 0, before the first text token (this tokenizer adds no BOS)"
 
@@ -325,6 +330,7 @@ __all__ = [
     "Placement",
     "Trigger",
     "TriggeredSample",
+    "adds_bos",
     "insert_trigger",
     "parse_join",
     "parse_placement",

@@ -66,6 +66,7 @@ def _first_layer(tensor: Any) -> np.ndarray:
 # ------------------------------------------------------------------ sinks (new)
 def compute_sinks(study: Study) -> Numbers:
     from sinklens.analyze import sink_statistics
+    from sinklens.data.triggers import adds_bos
 
     models = study.paper_models()
     res = sink_statistics(
@@ -86,14 +87,9 @@ def compute_sinks(study: Study) -> Numbers:
         "sink_rate": {r: res.sink_rate[r] for r in models.roles},
         "sink_set": {r: list(res.sink_set[r]) for r in models.roles},
         "dormant_score": {r: res.dormant_score[r] for r in models.roles},
-        "first_token_is_bos": _adds_bos(models.tokenizer),
+        "first_token_is_bos": adds_bos(models.tokenizer),
         "provenance": _provenance(res),
     }
-
-
-def _adds_bos(tokenizer: Any) -> bool:
-    ids = tokenizer("a")["input_ids"]
-    return bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
 
 
 def draw_sinks(n: Numbers) -> go.Figure:
