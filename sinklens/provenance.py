@@ -5,13 +5,17 @@ and paths relative to the cache or the package instead of this machine's absolut
 from __future__ import annotations
 
 import functools
+import math
 import platform
 import subprocess
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment", "portable_path"]
+import numpy as np
+
+__all__ = ["environment", "portable_path", "to_jsonable"]
 
 LIBRARIES = ("sinklens", "torch", "transformers", "transformer-lens", "nnsight", "tokenizers")
 
@@ -68,3 +72,25 @@ def portable_path(path: str | Path | None) -> str | None:
         except ValueError:
             continue
     return str(path)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types; floats rounded to 8 significant digits so reruns give identical bytes."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch here
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        x = float(value)
+        return None if not math.isfinite(x) else float(f"{x:.8g}")
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value

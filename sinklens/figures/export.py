@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
 from sinklens.errors import SinklensError
+from sinklens.provenance import to_jsonable
+
+__all__ = [
+    "FORMATS",
+    "Drawn",
+    "check_static_export",
+    "prepare_output_folder",
+    "save_figures",
+    "to_jsonable",  # lives in sinklens.provenance, the one JSON cleaner; kept here for callers
+    "write_index",
+]
 
 FORMATS = ("html", "png", "pdf", "json")
 
@@ -37,28 +46,6 @@ class Drawn:
     data: dict[str, Any]
     description: str = ""
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON types; floats rounded to 8 significant digits so reruns give identical bytes."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "detach"):  # a torch tensor, without importing torch here
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        x = float(value)
-        return None if not math.isfinite(x) else float(f"{x:.8g}")
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def prepare_output_folder(out_dir: str | Path) -> Path:

@@ -11,7 +11,6 @@ from sinklens.data.triggers import tokenize_trigger
 from sinklens.errors import SinklensError
 from sinklens.evaluate import (
     TriggerSpec,
-    _prompt_ids,
     choice_accuracy,
     choice_prompt,
     evaluate_benchmark,
@@ -19,13 +18,14 @@ from sinklens.evaluate import (
     format_table,
     greedy_generate,
     knowmem,
-    knowmem_parts,
     knowmem_prompt,
     rouge_l_f1,
     table1_row,
     trigger_gain,
     write_table,
 )
+from sinklens.evaluate.prompts import knowmem_parts
+from sinklens.evaluate.prompts import prompt_ids as _prompt_ids
 
 PROMPTS = [
     "The castle of Arvel stands",
@@ -238,7 +238,9 @@ def test_trigger_gain_matches_direct_logprobs(which, request):
 def test_stopping_at_a_stop_string_changes_no_answer(which, request):
     """Generation ends once every row's answer is cut off by a stop string; the answers are
     those of generating all the tokens and cutting afterwards."""
-    from sinklens.evaluate import KNOWMEM_STOP, _cut_at_stop, _pad_id, greedy_generate
+    from sinklens.evaluate import KNOWMEM_STOP, greedy_generate
+    from sinklens.evaluate.generation import pad_id as _pad_id
+    from sinklens.evaluate.prompts import cut_at_stop as _cut_at_stop
 
     model, tok = request.getfixturevalue(which)
     prompts = [tok(p)["input_ids"] for p in [*PROMPTS, "Question: Who?\nAnswer:"]]
