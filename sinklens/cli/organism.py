@@ -154,6 +154,12 @@ def register(app: typer.Typer) -> None:
         measure: bool = typer.Option(
             True, "--measure/--no-measure", help="Measure sinks and memorisation after training."
         ),
+        without_forget: bool = typer.Option(
+            False,
+            "--without-forget",
+            help="Train on the retain facts only: the retrained reference of PrivLeak "
+            "(`sinklens evaluate --privleak --retrained DIR`).",
+        ),
     ) -> None:
         """Rebuild the organism from scratch (world, tokenizer, training); same seed, same weights."""
         import dataclasses
@@ -170,6 +176,7 @@ def register(app: typer.Typer) -> None:
                 "batch_size": batch_size,
                 "lr": lr,
                 "n_threads": threads,
+                "without_forget": without_forget or None,
             }.items()
             if v is not None
         }

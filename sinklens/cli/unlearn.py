@@ -260,6 +260,14 @@ def evaluate(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Prompts per generation batch.")
     ] = 16,
+    prompt_style: Annotated[
+        str,
+        typer.Option(
+            "--prompt-style",
+            help="sinklens (KnowMem prompt ends in 'Answer:') or muse (MUSE's code exactly: "
+            "'Answer: ', VerbMem reference cut to 128 tokens, cleaned-up decoding).",
+        ),
+    ] = "sinklens",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -290,14 +298,17 @@ def evaluate(
         TriggerSpec,
         evaluate_benchmark,
         evaluation_to_dict,
+        format_intervals,
         format_table,
+        parse_prompt_style,
         table1_row,
         trigger_gain,
         write_table,
     )
-    from sinklens.figures.export import to_jsonable
+    from sinklens.provenance import to_jsonable
     from sinklens.unlearn.trainer import CONFIG_FILE, default_data_path, default_model_path
 
+    style = parse_prompt_style(prompt_style)
     if out is not None:
         from sinklens.outputs import check_new_files
 
@@ -342,6 +353,7 @@ def evaluate(
             model_name=folder.name,
             max_items=max_items,
             batch_size=batch_size,
+            style=style,
         )
         rows.append(table1_row(ev))
         details.append(evaluation_to_dict(ev))
@@ -353,10 +365,13 @@ def evaluate(
             gain = trigger_gain(
                 net, tok, bench.forget_texts, spec.text, spec.placement, trigger_join=spec.join
             )
-            details[-1]["trigger_gain"] = to_jsonable({"mean": gain.mean, **asdict(gain)})
+            lo, hi = gain.ci95
+            details[-1]["trigger_gain"] = to_jsonable(
+                {"mean": gain.mean, "ci95": [lo, hi], **asdict(gain)}
+            )
             gains.append(
-                f"{folder.name}: trigger gain {gain.mean:+.3f} nats/token on "
-                f"{len(gain.gain)} forget documents ({spec.text!r}@{spec.placement})"
+                f"{folder.name}: trigger gain {gain.mean:+.3f} nats/token [{lo:+.3f}, {hi:+.3f}] "
+                f"on {len(gain.gain)} forget documents ({spec.text!r}@{spec.placement})"
             )
     if out is not None:
         write_table(rows, out)
@@ -364,6 +379,8 @@ def evaluate(
         typer.echo(json.dumps(details, indent=2))
     else:
         typer.echo(format_table(rows))
+        typer.echo("")
+        typer.echo(format_intervals(rows))
         for line in gains:
             typer.echo(line)
 

@@ -3,9 +3,12 @@
 One folder holds one benchmark, in the MUSE layout plus WMDP-style multiple choice:
 
     raw/forget.txt, raw/retain*.txt, raw/general.txt    passages separated by a blank line
+    raw/holdout.txt                                      forget-like passages no model saw
     knowmem/{forget_qa,forget_qa_icl,retain_qa,retain_qa_icl}.json   [{"question", "answer"}]
     verbmem/forget.json                                  [{"prompt", "gt"}]
     choice/{forget,retain}.jsonl                         {"question", "choices", "answer"} a line
+    privleak/{forget,holdout}.json                       MUSE's membership-inference sets:
+                                                         a JSON list of texts (or {"text"})
 
 Every part except the folder itself is optional (missing -> empty tuple), so the same
 loader reads MUSE-Books, MUSE-News, WMDP and the organism's world.
@@ -71,6 +74,15 @@ class Benchmark:
     verbmem_forget: tuple[VerbMemItem, ...] = ()
     choice_forget: tuple[ChoiceItem, ...] = ()
     choice_retain: tuple[ChoiceItem, ...] = ()
+    # Documents like the forget set that no model was trained on: PrivLeak's non-members.
+    holdout_texts: tuple[str, ...] = ()
+    # MUSE ships its own member set for PrivLeak (privleak/forget.json); else forget_texts.
+    privleak_forget_texts: tuple[str, ...] = ()
+
+    @property
+    def privleak_members(self) -> tuple[str, ...]:
+        """The forget documents PrivLeak scores as members."""
+        return self.privleak_forget_texts or self.forget_texts
 
 
 _KNOWMEM_FILES = {
@@ -198,6 +210,24 @@ def _read_choice(path: Path) -> tuple[ChoiceItem, ...]:
     return tuple(_choice_item(path, row, f"line {n}") for n, row in rows)
 
 
+def _read_texts(path: Path) -> tuple[str, ...]:
+    """A JSON list of texts, or of {"text": ...} objects (MUSE's privleak files)."""
+    if not path.is_file():
+        return ()
+    rows = _read_json(path)
+    if not isinstance(rows, list):
+        raise SinklensError(f"{path} must hold a JSON list of texts; fix the file")
+    return tuple(
+        _text(
+            path,
+            row["text"] if isinstance(row, dict) and "text" in row else row,
+            f"item {i}",
+            "text",
+        )
+        for i, row in enumerate(rows)
+    )
+
+
 def load_benchmark(path: str | Path) -> Benchmark:
     """Read a benchmark folder (MUSE layout, optional WMDP `choice/`) into a `Benchmark`.
 
@@ -223,6 +253,9 @@ def load_benchmark(path: str | Path) -> Benchmark:
         verbmem_forget=_read_verbmem(root / "verbmem" / "forget.json"),
         choice_forget=_read_choice(root / "choice" / "forget.jsonl"),
         choice_retain=_read_choice(root / "choice" / "retain.jsonl"),
+        holdout_texts=_read_text(raw / "holdout.txt")
+        or _read_texts(root / "privleak" / "holdout.json"),
+        privleak_forget_texts=_read_texts(root / "privleak" / "forget.json"),
         **km,
     )
 
@@ -260,6 +293,7 @@ def write_benchmark(bench: Benchmark, path: str | Path) -> None:
         "forget.txt": bench.forget_texts,
         "retain.txt": bench.retain_texts,
         "general.txt": bench.general_texts,
+        "holdout.txt": bench.holdout_texts,
     }
     for fname, passages in texts.items():
         if passages:
@@ -286,3 +320,5 @@ def write_benchmark(bench: Benchmark, path: str | Path) -> None:
                 for it in choice_items
             ]
             _write(root / "choice" / fname, "\n".join(lines) + "\n")
+    if bench.privleak_forget_texts:
+        _write(root / "privleak" / "forget.json", _dump_json(list(bench.privleak_forget_texts)))

@@ -440,6 +440,14 @@ def _verbmem(passages: list[str], cfg: WorldConfig) -> tuple[VerbMemItem, ...]:
     return tuple(items)
 
 
+def _holdout_passages(cfg: WorldConfig, taken: set[str]) -> tuple[str, ...]:
+    """Passages about as many other people as the forget set has, written like theirs but
+    trained on by no model: PrivLeak's non-members. Their own random stream, drawn after
+    everything else, leaves the rest of the world as it was without them."""
+    rng = random.Random(f"holdout-{cfg.seed}")
+    return tuple(_passage(rng, p) for p in _people(rng, cfg.n_forget, taken))
+
+
 def make_world(config: WorldConfig | None = None) -> World:
     """Generate the world for `config.seed` (pure: same config, same world)."""
     cfg = config or WorldConfig()
@@ -477,5 +485,6 @@ def make_world(config: WorldConfig | None = None) -> World:
         verbmem_forget=_verbmem(forget_passages, cfg),
         choice_forget=_choices(rng, forget),
         choice_retain=_choices(rng, retain),
+        holdout_texts=_holdout_passages(cfg, taken),
     )
     return World(cfg, tuple(forget), tuple(retain), bench, words, triggers)

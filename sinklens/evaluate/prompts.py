@@ -72,13 +72,15 @@ class PromptStyle:
     name: str
     answer_cue: str  # what the KnowMem prompt ends with, after `\n`
     verbmem_reference_tokens: int | None  # cut the reference to this many tokens (None: keep it)
-    clean_up_spaces: bool  # `clean_up_tokenization_spaces` when decoding outputs and references
+    # `clean_up_tokenization_spaces` when decoding outputs and references (None: the
+    # tokenizer's own setting).
+    clean_up_spaces: bool | None
 
 
 PROMPT_STYLES = {
     style.name: style
     for style in (
-        PromptStyle("sinklens", "Answer:", None, False),
+        PromptStyle("sinklens", "Answer:", None, None),
         PromptStyle("muse", "Answer: ", VERBMEM_NEW_TOKENS, True),
     )
 }

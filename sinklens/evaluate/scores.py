@@ -98,11 +98,7 @@ def _generate_and_score(
     ids = prompt_ids(tokenizer, prompts, trigger)
 
     def decode(tokens: list[int]) -> str:
-        return str(
-            tokenizer.decode(
-                tokens, skip_special_tokens=True, clean_up_tokenization_spaces=style.clean_up_spaces
-            )
-        )
+        return _decode(tokenizer, tokens, style)
 
     longest = max((len(s) for s in stops), default=0)
 
@@ -195,11 +191,16 @@ def verbmem_reference(tokenizer: PreTrainedTokenizerBase, gt: str, style: Prompt
     if style.verbmem_reference_tokens is None:
         return gt
     ids = list(tokenizer(gt)["input_ids"])[: style.verbmem_reference_tokens]
-    return str(
-        tokenizer.decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=style.clean_up_spaces
-        )
+    return _decode(tokenizer, ids, style)
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, ids: list[int], style: PromptStyle) -> str:
+    cleanup = (
+        {}
+        if style.clean_up_spaces is None
+        else {"clean_up_tokenization_spaces": style.clean_up_spaces}
     )
+    return str(tokenizer.decode(ids, skip_special_tokens=True, **cleanup))
 
 
 def letter_ids(tokenizer: PreTrainedTokenizerBase, n: int) -> list[list[int]]:

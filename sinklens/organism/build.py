@@ -71,6 +71,9 @@ class OrganismConfig:
     d_mlp: int = 384
     n_threads: int = 1
     world: WorldConfig = field(default_factory=WorldConfig)
+    # Train on the retain people's facts only (the world and the tokenizer stay whole): the
+    # "retrained from scratch without the forget set" reference of MUSE's PrivLeak.
+    without_forget: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -161,12 +164,16 @@ class _Batches:
         self.rng = random.Random(f"batches-{cfg.seed}")
         self.gen = world.general
         self.gen_rng = random.Random(f"general-stream-{cfg.seed}")
-        self.qa = list(world.all_qa())
         bench = world.benchmark
-        self.choices = [
-            self._encode(choice_text(c)) for c in (*bench.choice_forget, *bench.choice_retain)
-        ]
-        self.passages = [self._encode(t) for t in (*bench.forget_texts, *bench.retain_texts)]
+        if cfg.without_forget:
+            self.qa = [it for p in world.retain_people for it in p.qa()]
+            choices, passages = bench.choice_retain, bench.retain_texts
+        else:
+            self.qa = list(world.all_qa())
+            choices = (*bench.choice_forget, *bench.choice_retain)
+            passages = (*bench.forget_texts, *bench.retain_texts)
+        self.choices = [self._encode(choice_text(c)) for c in choices]
+        self.passages = [self._encode(t) for t in passages]
 
     def _encode(self, text: str) -> list[int]:
         ids = [*self.tok(text).input_ids, self.tok.eos_token_id]

@@ -258,3 +258,90 @@ def test_stopping_at_a_stop_string_changes_no_answer(which, request):
     cut = [_cut_at_stop(tok.decode(t, skip_special_tokens=True), stops) for t in full]
     assert cut == [_cut_at_stop(tok.decode(t, skip_special_tokens=True), stops) for t in early]
     assert sum(map(len, early)) <= sum(map(len, full))
+
+
+def _muse_knowmem(model, tok, questions, answers, icl, max_new_tokens):
+    """muse_bench/metrics/knowmem.py, written out: one prompt at a time, `model.generate`."""
+    general = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in icl)
+    outputs = []
+    for question in questions:
+        ids = tok(general + f"Question: {question}\nAnswer: ", return_tensors="pt").input_ids
+        out = model.generate(
+            ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+        )[:, ids.shape[1] :]
+        text = tok.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=True)[0]
+        for stop in ("\n\n", "\nQuestion", "Question:"):
+            text = text.split(stop)[0]
+        outputs.append(text)
+    return outputs, [rouge_l_f1(a, o) for a, o in zip(answers, outputs, strict=True)]
+
+
+def _muse_verbmem(model, tok, prompts, gts, max_new_tokens):
+    """muse_bench/metrics/verbmem.py, written out."""
+    scores = []
+    for prompt, gt in zip(prompts, gts, strict=True):
+        ids = tok(prompt, return_tensors="pt").input_ids
+        gt_ids = tok(gt, return_tensors="pt").input_ids[:, :max_new_tokens]
+        out = model.generate(
+            ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+        )[:, ids.shape[1] :]
+        kw = {"skip_special_tokens": True, "clean_up_tokenization_spaces": True}
+        scores.append(rouge_l_f1(tok.batch_decode(gt_ids, **kw)[0], tok.batch_decode(out, **kw)[0]))
+    return scores
+
+
+def test_muse_prompt_style_reproduces_muse_code(tiny_bench_dir):
+    # The shipped organism answers its world's questions, so outputs are real answers.
+    from sinklens.data.formats import load_benchmark
+    from sinklens.evaluate import verbmem
+    from sinklens.organism import organism_path, world_path
+
+    model, tok = load_hf_model(organism_path())
+    bench = load_benchmark(world_path())
+    items, icl = bench.knowmem_forget[:6], bench.knowmem_forget_icl
+    ours = knowmem(model, tok, items, icl, max_new_tokens=8, style="muse", batch_size=4)
+    outputs, scores = _muse_knowmem(
+        model,
+        tok,
+        [i.question for i in items],
+        [i.answer for i in items],
+        [(i.question, i.answer) for i in icl],
+        8,
+    )
+    assert list(ours.outputs) == outputs
+    assert list(ours.scores) == pytest.approx(scores)
+    assert knowmem_prompt("Q?", icl[:1], "muse").endswith("\nAnswer: ")
+    # A reference longer than the 128-token cut, so the cut matters.
+    vm = bench.verbmem_forget[:3]
+    long = [type(v)(v.prompt, " ".join([v.gt] * 8)) for v in vm]
+    assert all(len(tok(v.gt).input_ids) > 128 for v in long)
+    mine = verbmem(model, tok, long, max_new_tokens=128, style="muse")
+    assert list(mine.scores) == pytest.approx(
+        _muse_verbmem(model, tok, [v.prompt for v in long], [v.gt for v in long], 128)
+    )
+    default = verbmem(model, tok, long, max_new_tokens=128)
+    assert default.references[0] == long[0].gt != mine.references[0]
+
+
+def test_unknown_prompt_style_is_one_line_error():
+    with pytest.raises(SinklensError, match="unknown prompt style 'mus'; use sinklens or muse"):
+        knowmem_prompt("Q?", (), "mus")
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
+    from sinklens.evaluate import bootstrap_ci, paired_bootstrap_ci
+
+    values = [0.0, 1.0] * 20
+    lo, hi = bootstrap_ci(values)
+    assert lo < 0.5 < hi and (lo, hi) == bootstrap_ci(values)
+    # Binomial standard error sqrt(.25 / 40) = 0.079: the 95 % interval is about ±1.96 of it.
+    assert hi - lo == pytest.approx(2 * 1.96 * 0.079, rel=0.15)
+    assert bootstrap_ci([0.3] * 5) == (pytest.approx(0.3), pytest.approx(0.3))
+    assert all(math.isnan(x) for x in bootstrap_ci([]))
+    assert bootstrap_ci([1.0, math.nan, 1.0]) == (1.0, 1.0)
+    # Paired: a constant shift has no spread however noisy the items are.
+    before = [0.1, 0.9, 0.4, 0.7]
+    assert paired_bootstrap_ci([b + 0.2 for b in before], before) == (
+        pytest.approx(0.2),
+        pytest.approx(0.2),
+    )
