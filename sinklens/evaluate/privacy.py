@@ -57,7 +57,9 @@ def min_k_scores(
     return scores
 
 
-def separation_auc(members: Sequence[float], holdout: Sequence[float]) -> float:
+def separation_auc(
+    members: Sequence[float] | np.ndarray, holdout: Sequence[float] | np.ndarray
+) -> float:
     """P(a holdout document scores above a member), ties counting half: MUSE's AUC with
     members labelled 0 and holdout 1 (the Mann-Whitney U statistic over all pairs)."""
     m = np.asarray(members, dtype=np.float64)[:, None]
@@ -110,10 +112,11 @@ def privleak(
         )
 
     def scores(net: PreTrainedModel, tok: PreTrainedTokenizerBase) -> tuple[np.ndarray, ...]:
-        kw = {"k": k, "max_length": max_length, "batch_size": batch_size}
-        return (
-            np.asarray(min_k_scores(net, tok, members, **kw)),
-            np.asarray(min_k_scores(net, tok, holdout, **kw)),
+        return tuple(
+            np.asarray(
+                min_k_scores(net, tok, texts, k=k, max_length=max_length, batch_size=batch_size)
+            )
+            for texts in (members, holdout)
         )
 
     mem, hold = scores(model, tokenizer)
