@@ -50,7 +50,7 @@ def _root(
 
 
 # Each module owns one job's commands and exposes `register(app)`.
-_COMMAND_MODULES = ("organism", "model", "unlearn", "analyze", "patch", "figure")
+_COMMAND_MODULES = ("organism", "model", "unlearn", "attack", "analyze", "patch", "figure")
 
 
 def _register_subcommands() -> None:

@@ -213,6 +213,48 @@ def unlearn(
         typer.echo(format_table([_row_from_dict(row, res.out.name)]))
 
 
+def trigger_for(
+    folder: Path,
+    trigger: str | None,
+    placement: str | None,
+    scope: str = "prompt",
+    join: str | None = None,
+) -> Any:
+    """The `TriggerSpec` BE is scored with for `folder`: the options given, else the
+    trigger, placement and join the folder was trained with (its unlearn_config.json),
+    else none."""
+    from sinklens.evaluate import TriggerSpec
+    from sinklens.unlearn.trainer import CONFIG_FILE
+
+    text, where = trigger, placement
+    run_cfg = folder / CONFIG_FILE
+    if run_cfg.is_file():
+        saved = json.loads(run_cfg.read_text()).get("config", {})
+        if text is None and saved.get("backdoor"):
+            text = saved.get("trigger")
+            where = where or saved["backdoor"]
+        # Runs from before the join existed spliced raw ids.
+        join = join or saved.get("trigger_join", "raw")
+    if not text:
+        if placement is not None:
+            raise SinklensError("--placement needs a trigger; pass --trigger TEXT too")
+        return None
+    return TriggerSpec(text, where or "prefix", scope, join=join or "space")
+
+
+def privleak_line(name: str, leak: Any) -> str:
+    """One line of PrivLeak for the text output."""
+    lo, hi = leak.auc_ci95
+    line = f"{name}: Min-{round(100 * leak.k)}% AUC {leak.auc:.3f} [{lo:.3f}, {hi:.3f}]"
+    if leak.privleak is None:
+        return line + " (no --retrained reference, so no PrivLeak)"
+    plo, phi = leak.privleak_ci95
+    return (
+        line + f" vs retrained {leak.auc_retrain:.3f}: PrivLeak {leak.privleak:+.1f}% "
+        f"[{plo:+.1f}, {phi:+.1f}]"
+    )
+
+
 def evaluate(
     model: Annotated[
         list[str] | None,
@@ -290,12 +332,36 @@ def evaluate(
             "of the forget documents (nats per token).",
         ),
     ] = False,
+    attacks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack",
+            help="Also score each model after an attack (repeatable): quantize, "
+            "quantize:bits=8, relearn, relearn:steps=10,lr=1e-4 (see `sinklens attack`).",
+        ),
+    ] = None,
+    privleak_on: Annotated[
+        bool,
+        typer.Option(
+            "--privleak",
+            help="Also report MUSE's PrivLeak: Min-40% membership inference on forget vs "
+            "holdout documents (needs raw/holdout.txt), relative to --retrained.",
+        ),
+    ] = False,
+    retrained: Annotated[
+        Path | None,
+        typer.Option(
+            "--retrained",
+            help="A model trained without the forget set, PrivLeak's reference "
+            "(`sinklens organism build --without-forget`); without it only the AUC is shown.",
+        ),
+    ] = None,
 ) -> None:
     """Score models as in the paper's Table 1: UE (clean forget), BE (triggered forget), UT (retain)."""
+    from sinklens.attacks import parse_attack, run_attack
     from sinklens.checkpoint import load_hf_model
     from sinklens.data.formats import load_benchmark
     from sinklens.evaluate import (
-        TriggerSpec,
         evaluate_benchmark,
         evaluation_to_dict,
         format_intervals,
@@ -305,8 +371,9 @@ def evaluate(
         trigger_gain,
         write_table,
     )
+    from sinklens.evaluate.privacy import privleak
     from sinklens.provenance import to_jsonable
-    from sinklens.unlearn.trainer import CONFIG_FILE, default_data_path, default_model_path
+    from sinklens.unlearn.trainer import benchmark_path_for, default_model_path
 
     style = parse_prompt_style(prompt_style)
     if out is not None:
@@ -314,49 +381,47 @@ def evaluate(
 
         check_new_files([out / "table1.json", out / "table1.csv"], overwrite=overwrite)
     folders = [Path(m) for m in model] if model else [default_model_path()]
-    if data:
-        bench_dir = Path(data)
-    else:
-        try:
-            bench_dir = default_data_path(folders[0])
-        except SinklensError:
-            bench_dir = default_data_path(default_model_path())
+    bench_dir = Path(data) if data else benchmark_path_for(folders[0])
     bench = load_benchmark(bench_dir)
     if with_gain and not bench.forget_texts:
         raise SinklensError(
             f"--trigger-gain needs forget documents (raw/forget.txt) in {bench_dir}; add them or drop the flag"
         )
+    attack_list = [parse_attack(a) for a in attacks or ()]
+    if privleak_on and not bench.holdout_texts:
+        raise SinklensError(
+            f"--privleak needs holdout documents (raw/holdout.txt or privleak/holdout.json) "
+            f"in {bench_dir}; add them or drop the flag"
+        )
+    reference = load_hf_model(retrained) if retrained is not None else None
     rows, details, gains = [], [], []
     for folder in folders:
-        trig_text, where, join = trigger, placement, trigger_join
-        run_cfg = folder / CONFIG_FILE
-        if run_cfg.is_file():
-            saved = json.loads(run_cfg.read_text()).get("config", {})
-            if trig_text is None and saved.get("backdoor"):
-                trig_text = saved.get("trigger")
-                where = where or saved["backdoor"]
-            # Runs from before the join existed spliced raw ids.
-            join = join or saved.get("trigger_join", "raw")
-        spec = (
-            TriggerSpec(trig_text, where or "prefix", trigger_scope, join=join or "space")
-            if trig_text
-            else None
-        )
-        if spec is None and placement is not None:
-            raise SinklensError("--placement needs a trigger; pass --trigger TEXT too")
+        spec = trigger_for(folder, trigger, placement, trigger_scope, trigger_join)
         net, tok = load_hf_model(folder)
-        ev = evaluate_benchmark(
-            net,
-            tok,
-            bench,
-            trigger=spec,
-            model_name=folder.name,
-            max_items=max_items,
-            batch_size=batch_size,
-            style=style,
-        )
+
+        def score(model: Any, tokenizer: Any, name: str, spec: Any = spec) -> Any:
+            return evaluate_benchmark(
+                model,
+                tokenizer,
+                bench,
+                trigger=spec,
+                model_name=name,
+                max_items=max_items,
+                batch_size=batch_size,
+                style=style,
+            )
+
+        ev = score(net, tok, folder.name)
         rows.append(table1_row(ev))
         details.append(evaluation_to_dict(ev))
+        if privleak_on:
+            leak = privleak(net, tok, bench, retrained=reference)
+            details[-1]["privleak"] = to_jsonable(leak.__dict__)
+            gains.append(privleak_line(folder.name, leak))
+        if attack_list:
+            results = [run_attack(a, folder, bench, evaluate=score, before=ev) for a in attack_list]
+            rows.extend(r.after for r in results)
+            details[-1]["attacks"] = [r.to_dict() for r in results]
         if with_gain:
             if spec is None:
                 raise SinklensError(

@@ -92,6 +92,23 @@ def default_data_path(model_path: str | Path) -> Path:
         ) from None
 
 
+def benchmark_path_for(model_path: str | Path) -> Path:
+    """Where a model's benchmark is: `<model>/world`, else the data its unlearning run was
+    trained on (`unlearn_config.json`), else (a run from the shipped organism) the
+    organism's world; a one-line error naming --data otherwise."""
+    folder = Path(model_path)
+    with contextlib.suppress(SinklensError):
+        return default_data_path(folder)
+    run = read_run(folder) if (folder / CONFIG_FILE).is_file() else None
+    if run is not None:
+        cfg = run[0].get("config", {})
+        if cfg.get("data"):
+            return Path(cfg["data"])
+        if not cfg.get("model"):
+            return default_data_path(default_model_path())
+    return default_data_path(folder)
+
+
 def _resolve_paths(cfg: UnlearnConfig) -> tuple[Path, Path]:
     model = Path(cfg.model) if cfg.model else default_model_path()
     data = Path(cfg.data) if cfg.data else default_data_path(model)
