@@ -270,6 +270,8 @@ class AttackResult:
     after: Any  # Table1Row
     effect: dict[str, Any] = field(default_factory=dict)
     seconds: float = math.nan
+    # The ModelEvaluation behind `before`, so a second attack on the model need not redo it.
+    before_evaluation: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """`before`/`after` with `ue`, `be`, `ut` (KnowMem, the paper's headline scores) and
@@ -325,4 +327,5 @@ def run_attack(
         after=table1_row(after),
         effect=effect,
         seconds=seconds,
+        before_evaluation=before,
     )

@@ -37,6 +37,9 @@ class StudyConfig:
     original: str | None = None
     unlearned: str | None = None
     backdoored: str | None = None
+    # θ_o retrained without the forget set, PrivLeak's reference (default: the shipped one
+    # when θ_o is the shipped organism; none otherwise, and PrivLeak shows the AUC only).
+    retrained: str | None = None
     data: str | None = None
     cache_dir: str | None = None
     layer: int | None = None
@@ -127,6 +130,16 @@ class Study:
         from sinklens.organism import organism_path
 
         return Path(self.config.original) if self.config.original else organism_path()
+
+    def retrained_path(self) -> Path | None:
+        """PrivLeak's retrained reference: --retrained, else the organism's own."""
+        from sinklens.organism import organism_path, retrained_path
+
+        if self.config.retrained:
+            return Path(self.config.retrained)
+        if self.original_path.resolve() == organism_path().resolve():
+            return retrained_path()
+        return None
 
     @property
     def data_path(self) -> Path:
@@ -267,7 +280,7 @@ class Study:
         from sinklens.provenance import environment, portable_path
 
         settings = self.config.to_dict()
-        for name in ("original", "unlearned", "backdoored", "data", "cache_dir"):
+        for name in ("original", "unlearned", "backdoored", "retrained", "data", "cache_dir"):
             settings[name] = portable_path(settings[name])
         return {
             "study": settings,

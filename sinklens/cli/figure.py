@@ -69,6 +69,11 @@ def figure(
     backdoored: str | None = typer.Option(
         None, "--backdoored", help="θ_b folder (default: the zoo's)."
     ),
+    retrained: str | None = typer.Option(
+        None,
+        "--retrained",
+        help="θ_o retrained without the forget set, for privleak (default: the organism's).",
+    ),
     data: str | None = typer.Option(None, "--data", help="Benchmark folder (MUSE layout)."),
     trigger: str = typer.Option(DEFAULT_TRIGGER, "--trigger", help="Backdoor trigger text."),
     trigger_join: str = typer.Option(
@@ -94,6 +99,7 @@ def figure(
         original=original,
         unlearned=unlearned,
         backdoored=backdoored,
+        retrained=retrained,
         data=data,
         layer=layer,
         trigger=trigger,

@@ -150,6 +150,61 @@ def caption_patching(n: Numbers) -> str:
     )
 
 
+def _signed(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
+
+
+def caption_robustness(n: Numbers) -> str:
+    parts = []
+    for model in n["models"]:
+        key = "ue" if model["label"].startswith("θ_u") else "be" if "θ_b" in model["label"] else ""
+        if not key:
+            continue
+        for attack, change in model["change"].items():
+            c = change.get(key)
+            if not c:
+                continue
+            lo, hi = c["ci95"]
+            verdict = "up" if lo > 0 else "down" if hi < 0 else "no clear change"
+            parts.append(
+                f"{attack} on {model['label']}: {key.upper()} {_signed(c['mean'])} "
+                f"[{_signed(lo)}, {_signed(hi)}] ({verdict})"
+            )
+    if not parts:
+        return ""
+    return (
+        "; ".join(parts) + ". Zhang et al. 2024 report that 4-bit quantisation restores much of "
+        "what NPO removed: here θ_u's UE change under quantize:bits=4 is the test of that."
+    )
+
+
+def caption_privleak(n: Numbers) -> str:
+    parts = []
+    for m in n["models"]:
+        if m.get("privleak") is None:
+            parts.append(f"{m['label']} AUC {_f(m['auc'])}")
+            continue
+        lo, hi = m["privleak_ci95"]
+        kind = (
+            "like the retrained model"
+            if lo <= 0 <= hi
+            else "still leaks membership (under-unlearned)"
+            if hi < 0
+            else "over-unlearned"
+        )
+        parts.append(f"{m['label']} {m['privleak']:+.0f}% [{lo:+.0f}, {hi:+.0f}]: {kind}")
+    reference = (
+        f"PrivLeak against the retrained model (AUC {_f(n['models'][0].get('auc_retrain'))}): "
+        if n.get("retrained")
+        else "No retrained reference, so AUC only: "
+    )
+    return (
+        reference
+        + "; ".join(parts)
+        + ". MUSE: 0 is ideal, about −100% for a model never unlearned."
+    )
+
+
 CAPTIONS: dict[str, Callable[[Numbers], str]] = {
     "ue-be": caption_ue_be,
     "table-1": caption_table_1,
@@ -157,6 +212,8 @@ CAPTIONS: dict[str, Callable[[Numbers], str]] = {
     "sinks": caption_sinks,
     "attn-diff": caption_attention_difference,
     "patching": caption_patching,
+    "robustness": caption_robustness,
+    "privleak": caption_privleak,
 }
 
 

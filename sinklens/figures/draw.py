@@ -181,16 +181,18 @@ def grouped_bars_figure(
     errors: Mapping[str, tuple[Any, Any]] | None = None,
     facets: Mapping[str, tuple[Sequence[str], Mapping[str, Any]]] | None = None,
     facet_errors: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None,
+    shared_y: bool = True,
 ) -> go.Figure:
     """Bars per group, one colour per series; `errors[series] = (low, high)` as error bars.
 
     With `facets`, one subplot per facet, each `(groups, series)`, and error bars from
     `facet_errors[facet][series]`; `groups`, `series` and `errors` are then ignored.
+    `shared_y=False` gives each facet its own y axis (facets in different units).
     """
     panels = facets or {"": (groups, series)}
     panel_errors = (facet_errors or {}) if facets else {"": errors or {}}
     fig = make_subplots(
-        rows=1, cols=len(panels), subplot_titles=[p for p in panels], shared_yaxes=True
+        rows=1, cols=len(panels), subplot_titles=[p for p in panels], shared_yaxes=shared_y
     )
     for col, (panel, (panel_groups, panel_series)) in enumerate(panels.items(), start=1):
         for i, (label, values) in enumerate(panel_series.items()):

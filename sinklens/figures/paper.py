@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sinklens.errors import SinklensError
-from sinklens.figures import draw
+from sinklens.figures import draw, robustness
 from sinklens.figures.captions import caption
 from sinklens.figures.export import Drawn, to_jsonable
 from sinklens.study import PAPER_TRIGGERS, PLACEMENTS, Study
@@ -916,6 +916,18 @@ FIGURES: dict[str, FigureSpec] = {
             "New: which heads carry the prefix trigger's recovery (activation patching).",
             compute_patching,
             draw_patching,
+        ),
+        FigureSpec(
+            "robustness",
+            "New: UE, BE and UT before and after quantisation and relearning attacks.",
+            robustness.compute_robustness,
+            robustness.draw_robustness,
+        ),
+        FigureSpec(
+            "privleak",
+            "New: MUSE's PrivLeak (Min-40% membership inference) against the retrained model.",
+            robustness.compute_privleak,
+            robustness.draw_privleak,
         ),
     )
 }

@@ -2,7 +2,9 @@
 
 The trained checkpoint ships inside the package (`organism_path()`), with the world it was
 trained on in MUSE layout (`world_path()`), so the whole study runs on a CPU without
-training anything. `sinklens organism build` rebuilds it from scratch.
+training anything. `sinklens organism build` rebuilds it from scratch. Beside it ships the
+organism retrained without the forget set (`retrained_path()`, built by `sinklens organism
+build --without-forget`): the reference MUSE's PrivLeak measures an unlearned model against.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from typing import Any
 
 from sinklens.errors import SinklensError
 
-__all__ = ["BUILD_INFO", "WORLD_DIR", "build_info", "organism_path", "world_path"]
+__all__ = [
+    "BUILD_INFO",
+    "WORLD_DIR",
+    "build_info",
+    "organism_path",
+    "retrained_path",
+    "world_path",
+]
 
 BUILD_INFO = "build_info.json"
 WORLD_DIR = "world"
@@ -26,6 +35,18 @@ def organism_path() -> Path:
         raise SinklensError(
             f"the shipped organism checkpoint is missing from {folder}; reinstall sinklens "
             "or rebuild it with `sinklens organism build --out DIR`"
+        )
+    return folder
+
+
+def retrained_path() -> Path:
+    """The shipped organism retrained from scratch without the forget people's facts (same
+    world, tokenizer, seed and recipe): PrivLeak's "retrained" reference."""
+    folder = Path(__file__).resolve().parent / "retrained"
+    if not (folder / "config.json").is_file():
+        raise SinklensError(
+            f"the shipped retrained organism is missing from {folder}; reinstall sinklens "
+            "or rebuild it with `sinklens organism build --without-forget --out DIR`"
         )
     return folder
 

@@ -64,6 +64,7 @@ __all__ = [
 CONFIG_FILE = "unlearn_config.json"
 METRICS_FILE = "metrics.json"
 DATA_HASH_FILE = "data_hash.txt"
+MEMBERSHIP_ONLY_FILES = ("raw/holdout.txt", "privleak/")
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,12 @@ def read_run(out: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
         return None
 
 
-def _content_digest(path: Path) -> str:
-    """sha256 over a file, or over a folder's relative file names and bytes."""
+def _content_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
+    """sha256 over a file, or over a folder's relative file names and bytes (files whose
+    relative path starts with one of `skip` left out)."""
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    files = [f for f in files if f == path or not f.relative_to(path).as_posix().startswith(skip)]
     for file in files:
         digest.update(str(file.relative_to(path) if file != path else file.name).encode())
         with file.open("rb") as handle:
@@ -144,7 +147,9 @@ def _identity(cfg: UnlearnConfig, model: Path, data: Path) -> dict[str, Any]:
     moved checkout or another cache folder is still recognised as the same run."""
     ident = cfg.identity()
     ident["model"] = checkpoint_fingerprint(model)
-    ident["data"] = _content_digest(data)
+    # PrivLeak's membership files are read by no unlearning run, so adding them to a
+    # benchmark folder leaves its finished runs recognised.
+    ident["data"] = _content_digest(data, skip=MEMBERSHIP_ONLY_FILES)
     for key in ("forget_corpus", "retain_corpus"):
         if ident.get(key):
             ident[key] = _content_digest(Path(ident[key]))

@@ -43,3 +43,57 @@ def test_table_caption_needs_a_real_restoration():
 
 def test_figures_without_a_verdict_have_an_empty_caption():
     assert caption("generations", {}) == ""
+
+
+def _change(mean, lo, hi):
+    return {"mean": mean, "ci95": [lo, hi]}
+
+
+def test_robustness_caption_reads_the_paired_intervals():
+    numbers = {
+        "models": [
+            {"label": "θ_o", "change": {"quantize:bits=4": {"ue": _change(0.0, 0.0, 0.0)}}},
+            {
+                "label": "θ_u",
+                "change": {
+                    "quantize:bits=4": {"ue": _change(0.02, -0.01, 0.05)},
+                    "relearn": {"ue": _change(0.2, 0.1, 0.3)},
+                },
+            },
+            {"label": "θ_b prefix", "change": {"relearn": {"be": _change(-0.2, -0.3, -0.1)}}},
+        ]
+    }
+    text = caption("robustness", numbers)
+    assert "quantize:bits=4 on θ_u: UE +0.02 [-0.01, +0.05] (no clear change)" in text
+    assert "relearn on θ_u: UE +0.20 [+0.10, +0.30] (up)" in text
+    assert "relearn on θ_b prefix: BE -0.20 [-0.30, -0.10] (down)" in text
+    assert "θ_o" not in text.split(". Zhang")[0]
+
+
+def test_privleak_caption_classifies_each_model():
+    def model(label, leak, lo, hi):
+        return {
+            "label": label,
+            "auc": 0.1,
+            "auc_retrain": 0.5,
+            "privleak": leak,
+            "privleak_ci95": [lo, hi],
+        }
+
+    numbers = {
+        "retrained": "organism/retrained",
+        "models": [
+            model("θ_o", -99, -100, -98),
+            model("θ_u", 4, -10, 20),
+            model("θ_b", 60, 20, 90),
+        ],
+    }
+    text = caption("privleak", numbers)
+    assert "AUC 0.50" in text
+    assert "θ_o -99% [-100, -98]: still leaks membership" in text
+    assert "θ_u +4% [-10, +20]: like the retrained model" in text
+    assert "θ_b +60% [+20, +90]: over-unlearned" in text
+    alone = {"retrained": None, "models": [{"label": "θ_u", "auc": 0.3, "privleak": None}]}
+    assert caption("privleak", alone).startswith(
+        "No retrained reference, so AUC only: θ_u AUC 0.30"
+    )

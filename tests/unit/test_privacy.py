@@ -81,3 +81,33 @@ def test_muse_privleak_files_are_read(tmp_path):
         SinklensError, match=r"holdout\.json: item 0 field 'text' must be non-blank"
     ):
         load_benchmark(tmp_path)
+
+
+def test_shipped_retrained_organism_is_the_organism_without_its_forget_facts():
+    import json
+
+    from sinklens.organism import build_info, organism_path, retrained_path
+
+    original, retrained = build_info(), build_info(retrained_path())
+    assert retrained["config"] == {**original["config"], "without_forget": True}
+    for name in ("tokenizer.json", "config.json"):
+        a, b = (json.loads((p / name).read_text()) for p in (organism_path(), retrained_path()))
+        a.pop("transformers_version", None), b.pop("transformers_version", None)
+        assert a == b, name
+    # It never saw the forget people: their facts are gone, the retain people's are kept.
+    memo = retrained["stats"]["memorisation"]
+    assert memo["knowmem_forget"] < 0.1 < 0.9 < memo["knowmem_retain"]
+
+
+def test_without_forget_batches_hold_no_forget_fact():
+    from sinklens.organism.build import OrganismConfig, _Batches, tokenizer_corpus
+    from sinklens.organism.tokenizer import train_tokenizer
+
+    cfg = OrganismConfig(without_forget=True, vocab_size=400)
+    world = make_world(cfg.world)
+    tok = train_tokenizer(tokenizer_corpus(world, cfg.seed), cfg.vocab_size)
+    batches = _Batches(world, tok, cfg)
+    text = " ".join(tok.decode(ids) for ids in batches.passages + batches.choices)
+    text += " ".join(f"{it.question} {it.answer}" for it in batches.qa)
+    assert not any(p.last in text for p in world.forget_people)
+    assert all(p.last in text for p in world.retain_people)
