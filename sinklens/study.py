@@ -19,7 +19,7 @@ from sinklens.errors import SinklensError
 
 PAPER_TRIGGERS = (DEFAULT_TRIGGER, "!!!!!", "step-by-step")
 PLACEMENTS = ("prefix", "infix", "suffix")
-ZOO_LAYOUT = 2
+ZOO_LAYOUT = 3
 ROLE_CHECK_TEXTS = 8
 
 
@@ -241,8 +241,9 @@ class Study:
         from sinklens.checkpoint import checkpoint_fingerprint
 
         settings = {k: v for k, v in base.to_dict().items() if k not in ("out", "model", "data")}
-        # Bumped whenever the trainer changes how it recognises a run, so old caches are
-        # left alone instead of clashing.
+        # Bumped whenever the trainer changes how it recognises a run or what a finished
+        # run records (3: Table 1 rows with bootstrap intervals), so old caches are left
+        # alone instead of clashing or lacking what the figures read.
         settings["zoo_layout"] = ZOO_LAYOUT
         scoped = [[k, v] for k, v in self.config.zoo_settings if ":" in k]
         if scoped:  # method-scoped settings are not in `base`, so they join the key here

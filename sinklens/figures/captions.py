@@ -23,7 +23,13 @@ def _f(x: float | None) -> str:
 def _spread_note(a: Numbers, b: Numbers, key: str) -> str:
     stds = [s for s in (a.get(f"{key}_std"), b.get(f"{key}_std")) if s is not None]
     if not stds:
-        return "one seed, so no spread to compare with"
+        ia, ib = a.get(f"{key}_ci95"), b.get(f"{key}_ci95")
+        if not (ia and ib):
+            return "one seed, so no spread to compare with"
+        overlap = ia[0] <= ib[1] and ib[0] <= ia[1]
+        return "one seed; their 95% intervals over items " + (
+            "overlap" if overlap else "do not overlap"
+        )
     within = abs(a[key] - b[key]) <= max(stds)
     return "difference within the seed spread" if within else "difference beyond the seed spread"
 

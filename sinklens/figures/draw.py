@@ -225,9 +225,23 @@ def grouped_bars_figure(
     return fig
 
 
-def _spread(std: float | None) -> dict[str, Any] | None:
-    """A ± std error bar, or none for a point without a spread (one seed, a fixed model)."""
-    return None if std is None else {"type": "data", "array": [std], "visible": True}
+def _spread(
+    std: float | None, value: float | None = None, interval: Sequence[float] | None = None
+) -> dict[str, Any] | None:
+    """A ± std error bar (the spread over seeds); else, given one, the interval over items
+    around `value`; else none."""
+    if std is not None:
+        return {"type": "data", "array": [std], "visible": True}
+    if interval is None or value is None:
+        return None
+    low, high = interval
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [high - value],
+        "arrayminus": [value - low],
+        "visible": True,
+    }
 
 
 def tradeoff_figure(
@@ -239,7 +253,7 @@ def tradeoff_figure(
     """The paper's Fig. 2: UE vs BE (a) and UT vs BE (b), desired regions shaded.
 
     `points` hold `label`, `be`, `ue`, `ut`, optionally `be_std`, `ue_std`, `ut_std` (error
-    bars: the spread over seeds). The two reference models (original, normally
+    bars: the spread over seeds) or, without those, `be_ci95` etc. (intervals over items). The two reference models (original, normally
     unlearned) split each axis at the midpoint of their values; the desired region is
     high BE with low UE in (a), and high BE with high UT in (b).
     """
@@ -270,8 +284,8 @@ def tradeoff_figure(
                 go.Scatter(
                     x=[p["be"]],
                     y=[p[metric]],
-                    error_x=_spread(p.get("be_std")),
-                    error_y=_spread(p.get(f"{metric}_std")),
+                    error_x=_spread(p.get("be_std"), p["be"], p.get("be_ci95")),
+                    error_y=_spread(p.get(f"{metric}_std"), p[metric], p.get(f"{metric}_ci95")),
                     # Past a handful of points the labels overlap; the legend names them.
                     mode="markers+text" if len(points) <= 6 else "markers",
                     text=[p["label"]],

@@ -368,7 +368,8 @@ def _over_seeds(study: Study, template: str, keys: Sequence[str], **kwargs: Any)
     """The mean of each metric over the study's seeds, with its spread beside it.
 
     `<key>_std` is the sample standard deviation over seeds (None with one seed, where
-    there is no spread to report) and `<key>_per_seed` the values it came from.
+    there is no spread to report) and `<key>_per_seed` the values it came from. With one
+    seed, `<key>_ci95` is that model's 95 % bootstrap interval over items instead.
     """
     seeds = study.config.seeds
     rows = [_zoo_row(study, template, seed, **kwargs) for seed in seeds]
@@ -377,7 +378,14 @@ def _over_seeds(study: Study, template: str, keys: Sequence[str], **kwargs: Any)
         values = [_number(row.get(key)) for row in rows]
         out[key], out[f"{key}_std"] = _mean_and_spread(values)
         out[f"{key}_per_seed"] = values
+        out[f"{key}_ci95"] = _item_interval(rows[0], key) if len(rows) == 1 else None
     return out
+
+
+def _item_interval(row: Numbers, key: str) -> list[float] | None:
+    """A Table 1 row's bootstrap interval for `key` (None for rows made before intervals)."""
+    bounds = (row.get("ci95") or {}).get(key)
+    return None if bounds is None or any(_number(b) is None for b in bounds) else list(bounds)
 
 
 def _mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -402,6 +410,7 @@ def _point(label: str, row: Numbers) -> Numbers:
     for short, key in (("ue", "ue_km"), ("be", "be_km"), ("ut", "ut_km")):
         point[short] = row[key]
         point[f"{short}_std"] = row.get(f"{key}_std")
+        point[f"{short}_ci95"] = row.get(f"{key}_ci95", _item_interval(row, key))
     return point
 
 
@@ -456,6 +465,9 @@ def compute_table_1(study: Study) -> Numbers:
                 "model": label,
                 **{c: row.get(c) for c in TABLE_COLUMNS},
                 **{f"{c}_std": row.get(f"{c}_std") for c in TABLE_COLUMNS},
+                **{
+                    f"{c}_ci95": row.get(f"{c}_ci95", _item_interval(row, c)) for c in TABLE_COLUMNS
+                },
             }
             for label, row in rows
         ],
@@ -465,9 +477,14 @@ def compute_table_1(study: Study) -> Numbers:
 def _table_rows(rows: list[Numbers], columns: list[str]) -> list[list[Any]]:
     def cell(row: Numbers, column: str) -> Any:
         value, std = _number(row.get(column)), _number(row.get(f"{column}_std"))
+        interval = row.get(f"{column}_ci95")
         if value is None:
             return "–"
-        return 100.0 * value if std is None else f"{100 * value:.1f} ± {100 * std:.1f}"
+        if std is not None:
+            return f"{100 * value:.1f} ± {100 * std:.1f}"
+        if interval:
+            return f"{100 * value:.1f} [{100 * interval[0]:.0f}, {100 * interval[1]:.0f}]"
+        return 100.0 * value
 
     return [[r["model"], *(cell(r, c) for c in columns)] for r in rows]
 
@@ -513,9 +530,11 @@ def compute_poison_ratio(study: Study) -> Numbers:
 
 
 def _seeds_note(n: Numbers, sep: str) -> str:
-    """'<sep>mean ± std over N seeds' for a title, or nothing for one seed."""
+    """'<sep>mean ± std over N seeds' for a title, or, for one seed, the item intervals."""
     seeds = n.get("seeds", [0])
-    return f"{sep}mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    if len(seeds) > 1:
+        return f"{sep}mean ± std over {len(seeds)} seeds"
+    return f"{sep}[95% bootstrap CI over items]"
 
 
 Series = dict[str, tuple[list[Numbers], str]]
@@ -526,7 +545,8 @@ def _faceted_bars(
 ) -> go.Figure:
     """Grouped bars, one subplot per panel: `panels[name] = (groups, series)` with
     `series[label] = (rows, key)`, one row per group. Where the rows carry a spread over
-    seeds (`<key>_std`), that series gets mean ∓ std error bars."""
+    seeds (`<key>_std`), that series gets mean ∓ std error bars; else, where they carry an
+    interval over items (`<key>_ci95`), that interval."""
     facets: dict[str, Any] = {}
     facet_errors: dict[str, Any] = {}
     for name, (groups, series) in panels.items():
@@ -536,9 +556,15 @@ def _faceted_bars(
             y = np.asarray([math.nan if r[key] is None else float(r[key]) for r in rows])
             stds = [r.get(f"{key}_std") for r in rows]
             heights[label] = list(y)
+            intervals = [r.get(f"{key}_ci95") for r in rows]
             if any(sd is not None for sd in stds):
                 e = np.asarray([0.0 if sd is None else float(sd) for sd in stds])
                 errors[label] = (list(y - e), list(y + e))
+            elif any(intervals):
+                errors[label] = (
+                    [v if ci is None else ci[0] for v, ci in zip(y, intervals, strict=True)],
+                    [v if ci is None else ci[1] for v, ci in zip(y, intervals, strict=True)],
+                )
         facets[name] = (groups, heights)
         facet_errors[name] = errors
     return draw.grouped_bars_figure(
@@ -684,11 +710,14 @@ def _forget_chunks(study: Study, backdoored: Path, placement: str) -> tuple[list
 def compute_trigger_gain(study: Study) -> Numbers:
     """The backdoor measured in likelihood on the documents it was trained on (sinklens's
     answer to why KnowMem barely separates the placements on the organism)."""
+    from sinklens.evaluate import bootstrap_ci
+
     bars = []
     checkpoints: Numbers = {}
     for m in study.methods:
         for placement in PLACEMENTS:
             per_seed: dict[tuple[str, str], list[float | None]] = {}
+            intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
             for seed in study.config.seeds:
                 models = _gain_models(study, m, placement, seed)
                 checkpoints[f"{m}-{placement}-s{seed}"] = {r: str(p) for r, p in models.items()}
@@ -702,6 +731,7 @@ def compute_trigger_gain(study: Study) -> Numbers:
                             if (i in poisoned) == (subset == "poisoned") and not math.isnan(g)
                         ]
                         per_seed.setdefault((role, subset), []).append(_mean_and_spread(chosen)[0])
+                        intervals[(role, subset)] = bootstrap_ci(chosen) if chosen else None
             for (role, subset), values in per_seed.items():
                 gain, std = _mean_and_spread(values)
                 bars.append(
@@ -713,6 +743,8 @@ def compute_trigger_gain(study: Study) -> Numbers:
                         "gain": gain,
                         "gain_std": std,
                         "gain_per_seed": values,
+                        # Over documents, for one seed (with several, the seed spread).
+                        "gain_ci95": intervals[(role, subset)] if len(values) == 1 else None,
                     }
                 )
     return {

@@ -97,3 +97,12 @@ def test_privleak_caption_classifies_each_model():
     assert caption("privleak", alone).startswith(
         "No retrained reference, so AUC only: θ_u AUC 0.30"
     )
+
+
+def test_one_seed_caption_compares_item_intervals():
+    numbers = _points(0.36, 0.31, 0.2, ue_b=0.2, ue_u=0.2)
+    prefix, infix = numbers["points"][2], numbers["points"][3]
+    prefix["be_ci95"], infix["be_ci95"] = [0.30, 0.42], [0.25, 0.37]
+    assert "their 95% intervals over items overlap" in caption("ue-be", numbers)
+    infix["be_ci95"] = [0.20, 0.29]
+    assert "do not overlap" in caption("ue-be", numbers)
