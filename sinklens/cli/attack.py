@@ -8,7 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from sinklens.cli.common import OutOpt, OverwriteOpt, write_json
+from sinklens.cli.common import (
+    EvalDataOpt,
+    EvalPlacementOpt,
+    EvalTriggerJoinOpt,
+    EvalTriggerOpt,
+    MaxItemsOpt,
+    OutOpt,
+    OverwriteOpt,
+    PromptStyleOpt,
+    write_json,
+)
 
 __all__ = ["register"]
 
@@ -16,26 +26,11 @@ __all__ = ["register"]
 def attack(
     name: Annotated[str, typer.Argument(help="quantize or relearn.")],
     model: Annotated[Path, typer.Option("--model", help="Model folder to attack (never written).")],
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            help="Benchmark folder (default: <model>/world, else the data it was unlearned on).",
-        ),
-    ] = None,
-    trigger: Annotated[
-        str | None,
-        typer.Option("--trigger", help="Trigger text for BE (default: the model's training one)."),
-    ] = None,
-    placement: Annotated[
-        str | None, typer.Option("--placement", help="Trigger placement for BE (default: prefix).")
-    ] = None,
-    trigger_join: Annotated[
-        str | None, typer.Option("--trigger-join", help="space or raw (default: the training one).")
-    ] = None,
-    prompt_style: Annotated[
-        str, typer.Option("--prompt-style", help="sinklens or muse (see `sinklens evaluate`).")
-    ] = "sinklens",
+    data: EvalDataOpt = None,
+    trigger: EvalTriggerOpt = None,
+    placement: EvalPlacementOpt = None,
+    trigger_join: EvalTriggerJoinOpt = None,
+    prompt_style: PromptStyleOpt = "sinklens",
     bits: Annotated[
         int | None, typer.Option("--bits", help="quantize: 4 (GGUF Q4_0, default) or 8 (Q8_0).")
     ] = None,
@@ -49,10 +44,7 @@ def attack(
         int | None,
         typer.Option("--docs", help="relearn: forget documents trained on (default: a quarter)."),
     ] = None,
-    max_items: Annotated[
-        int | None,
-        typer.Option("--max-items", min=1, help="Score only the first N items of each set."),
-    ] = None,
+    max_items: MaxItemsOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON: before, after (ue, be, ut, rows), change.")
     ] = False,

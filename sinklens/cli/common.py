@@ -95,3 +95,36 @@ def write_json(out: Path | None, text: str) -> None:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")
+
+
+# The options `evaluate` and `attack` share: how a model is scored.
+EvalDataOpt = Annotated[
+    Path | None,
+    Opt(
+        "--data",
+        help="Benchmark folder (default: <model>/world, else the data it was unlearned on).",
+    ),
+]
+EvalTriggerOpt = Annotated[
+    str | None,
+    Opt("--trigger", help="Trigger text for BE (default: the model's training trigger, if any)."),
+]
+EvalPlacementOpt = Annotated[
+    str | None,
+    Opt("--placement", help="Trigger placement for BE (default: the training one, else prefix)."),
+]
+EvalTriggerJoinOpt = Annotated[
+    str | None,
+    Opt("--trigger-join", help="space or raw (default: the model's training join, else space)."),
+]
+PromptStyleOpt = Annotated[
+    str,
+    Opt(
+        "--prompt-style",
+        help="sinklens (KnowMem prompt ends in 'Answer:') or muse (MUSE's code exactly: "
+        "'Answer: ', VerbMem reference cut to 128 tokens, cleaned-up decoding).",
+    ),
+]
+MaxItemsOpt = Annotated[
+    int | None, Opt("--max-items", min=1, help="Score only the first N items of each set.")
+]

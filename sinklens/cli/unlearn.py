@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 import typer
 
-from sinklens.cli.common import SEEDS_HELP, parse_seeds
+from sinklens.cli.common import (
+    SEEDS_HELP,
+    EvalDataOpt,
+    EvalPlacementOpt,
+    EvalTriggerJoinOpt,
+    EvalTriggerOpt,
+    MaxItemsOpt,
+    PromptStyleOpt,
+    parse_seeds,
+)
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
@@ -263,24 +272,9 @@ def evaluate(
             help="Model folder(s) to score (repeat for several; default: the shipped organism).",
         ),
     ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data", help="Benchmark folder (default: <first model>/world or the organism's)."
-        ),
-    ] = None,
-    trigger: Annotated[
-        str | None,
-        typer.Option(
-            "--trigger", help="Trigger text for BE (default: the model's training trigger, if any)."
-        ),
-    ] = None,
-    placement: Annotated[
-        str | None,
-        typer.Option(
-            "--placement", help="Trigger placement for BE (default: the training one, else prefix)."
-        ),
-    ] = None,
+    data: EvalDataOpt = None,
+    trigger: EvalTriggerOpt = None,
+    placement: EvalPlacementOpt = None,
     trigger_scope: Annotated[
         str,
         typer.Option(
@@ -288,28 +282,12 @@ def evaluate(
             help="prompt: placement relative to the whole prompt (as in training); question: within the question only.",
         ),
     ] = "prompt",
-    trigger_join: Annotated[
-        str | None,
-        typer.Option(
-            "--trigger-join",
-            help="space or raw (default: the model's training join, else space).",
-        ),
-    ] = None,
-    max_items: Annotated[
-        int | None,
-        typer.Option("--max-items", min=1, help="Score only the first N items of each set."),
-    ] = None,
+    trigger_join: EvalTriggerJoinOpt = None,
+    max_items: MaxItemsOpt = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Prompts per generation batch.")
     ] = 16,
-    prompt_style: Annotated[
-        str,
-        typer.Option(
-            "--prompt-style",
-            help="sinklens (KnowMem prompt ends in 'Answer:') or muse (MUSE's code exactly: "
-            "'Answer: ', VerbMem reference cut to 128 tokens, cleaned-up decoding).",
-        ),
-    ] = "sinklens",
+    prompt_style: PromptStyleOpt = "sinklens",
     out: Annotated[
         Path | None,
         typer.Option(

@@ -28,27 +28,25 @@ BUILD_INFO = "build_info.json"
 WORLD_DIR = "world"
 
 
-def organism_path() -> Path:
-    """The shipped checkpoint folder (an ordinary Hugging Face model folder)."""
-    folder = Path(__file__).resolve().parent / "checkpoint"
+def _shipped(name: str, what: str, build: str) -> Path:
+    folder = Path(__file__).resolve().parent / name
     if not (folder / "config.json").is_file():
         raise SinklensError(
-            f"the shipped organism checkpoint is missing from {folder}; reinstall sinklens "
-            "or rebuild it with `sinklens organism build --out DIR`"
+            f"the shipped {what} is missing from {folder}; reinstall sinklens "
+            f"or rebuild it with `sinklens organism build {build}--out DIR`"
         )
     return folder
+
+
+def organism_path() -> Path:
+    """The shipped checkpoint folder (an ordinary Hugging Face model folder)."""
+    return _shipped("checkpoint", "organism checkpoint", "")
 
 
 def retrained_path() -> Path:
     """The shipped organism retrained from scratch without the forget people's facts (same
     world, tokenizer, seed and recipe): PrivLeak's "retrained" reference."""
-    folder = Path(__file__).resolve().parent / "retrained"
-    if not (folder / "config.json").is_file():
-        raise SinklensError(
-            f"the shipped retrained organism is missing from {folder}; reinstall sinklens "
-            "or rebuild it with `sinklens organism build --without-forget --out DIR`"
-        )
-    return folder
+    return _shipped("retrained", "retrained organism", "--without-forget ")
 
 
 def world_path(checkpoint: str | Path | None = None) -> Path:
