@@ -50,7 +50,16 @@ def _root(
 
 
 # Each module owns one job's commands and exposes `register(app)`.
-_COMMAND_MODULES = ("organism", "model", "unlearn", "attack", "analyze", "patch", "figure")
+_COMMAND_MODULES = (
+    "organism",
+    "model",
+    "unlearn",
+    "attack",
+    "defend",
+    "analyze",
+    "patch",
+    "figure",
+)
 
 
 def _register_subcommands() -> None:

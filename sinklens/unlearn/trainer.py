@@ -94,12 +94,16 @@ def default_data_path(model_path: str | Path) -> Path:
 
 
 def benchmark_path_for(model_path: str | Path) -> Path:
-    """Where a model's benchmark is: `<model>/world`, else the data its unlearning run was
-    trained on (`unlearn_config.json`), else (a run from the shipped organism) the
-    organism's world; a one-line error naming --data otherwise."""
+    """Where a model's benchmark is: `<model>/world`, else the data its repair or its
+    unlearning run used (`repair.json`, `unlearn_config.json`), else (a run from the
+    shipped organism) the organism's world; a one-line error naming --data otherwise."""
     folder = Path(model_path)
     with contextlib.suppress(SinklensError):
         return default_data_path(folder)
+    repaired = folder / "repair.json"  # written by `sinklens repair`
+    if repaired.is_file():
+        with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+            return Path(json.loads(repaired.read_text(encoding="utf-8"))["data"])
     run = read_run(folder) if (folder / CONFIG_FILE).is_file() else None
     if run is not None:
         cfg = run[0].get("config", {})

@@ -1,0 +1,1 @@
+"""Defences: audit an unlearned model for a hidden knowledge-restoring trigger, and repair it."""
