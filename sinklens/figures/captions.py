@@ -211,6 +211,43 @@ def caption_privleak(n: Numbers) -> str:
     )
 
 
+def caption_audit(n: Numbers) -> str:
+    parts = []
+    for m in n["models"]:
+        if m["score"] is None:
+            parts.append(f"{m['label']}: not unlearned, nothing to hide")
+            continue
+        truth = "trained with a trigger" if m["trained_with_trigger"] else "no trigger"
+        right = m["backdoored"] == m["trained_with_trigger"]
+        share = ""
+        if m["trained_with_trigger"] and m.get("true_trigger_gain"):
+            share = f", candidate gain {100 * m['candidate_gain'] / m['true_trigger_gain']:.0f}% of the true trigger's"
+        parts.append(
+            f"{m['label']} ({truth}): score {m['score']:.2f}, "
+            f"{'called backdoored' if m['backdoored'] else 'called clean'} "
+            f"({'right' if right else 'wrong'}{share})"
+        )
+    return f"Threshold {n['threshold']:.2f}: " + "; ".join(parts) + "."
+
+
+def caption_repair(n: Numbers) -> str:
+    parts = []
+    for m in n["models"]:
+        b, a = m["before"], m["after"]
+        met = (
+            abs(a["be"] - a["ue"]) <= STEALTH
+            and abs(a["ue"] - b["ue"]) <= STEALTH
+            and b["ut"] - a["ut"] < 0.02
+        )
+        parts.append(
+            f"{m['label']}: BE {_f(b['be'])} → {_f(a['be'])} (clean UE {_f(a['ue'])}), UE "
+            f"{_signed(a['ue'] - b['ue'])}, UT {_signed(a['ut'] - b['ut'])}: "
+            + ("meets" if met else "misses")
+            + " the targets (BE within 0.05 of UE, UE moved ≤ 0.05, UT drop < 0.02)"
+        )
+    return "; ".join(parts) + "." if parts else ""
+
+
 CAPTIONS: dict[str, Callable[[Numbers], str]] = {
     "ue-be": caption_ue_be,
     "table-1": caption_table_1,
@@ -220,6 +257,8 @@ CAPTIONS: dict[str, Callable[[Numbers], str]] = {
     "patching": caption_patching,
     "robustness": caption_robustness,
     "privleak": caption_privleak,
+    "audit": caption_audit,
+    "repair": caption_repair,
 }
 
 

@@ -194,6 +194,7 @@ def grouped_bars_figure(
     fig = make_subplots(
         rows=1, cols=len(panels), subplot_titles=[p for p in panels], shared_yaxes=shared_y
     )
+    shown: set[str] = set()  # each series in the legend once, whichever facet has it first
     for col, (panel, (panel_groups, panel_series)) in enumerate(panels.items(), start=1):
         for i, (label, values) in enumerate(panel_series.items()):
             y = np.asarray(values, dtype=float)
@@ -215,11 +216,12 @@ def grouped_bars_figure(
                     legendgroup=label,
                     error_y=error,
                     marker_color=PALETTE[i % len(PALETTE)],
-                    showlegend=col == 1,
+                    showlegend=label not in shown,
                 ),
                 row=1,
                 col=col,
             )
+            shown.add(label)
     fig.update_yaxes(title_text=y_title, row=1, col=1)
     fig.update_layout(title=title, barmode="group", width=max(820, 420 * len(panels)), height=430)
     return fig

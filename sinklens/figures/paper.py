@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sinklens.errors import SinklensError
-from sinklens.figures import draw, robustness
+from sinklens.figures import defence, draw, robustness
 from sinklens.figures.captions import caption
 from sinklens.figures.export import Drawn, to_jsonable
 from sinklens.study import PAPER_TRIGGERS, PLACEMENTS, Study
@@ -960,6 +960,18 @@ FIGURES: dict[str, FigureSpec] = {
             "New: MUSE's PrivLeak (Min-40% membership inference) against the retrained model.",
             robustness.compute_privleak,
             robustness.draw_privleak,
+        ),
+        FigureSpec(
+            "audit",
+            "New: auditing each model for a hidden trigger without knowing it (GCG search).",
+            defence.compute_audit,
+            defence.draw_audit,
+        ),
+        FigureSpec(
+            "repair",
+            "New: UE, BE and UT of the backdoored models before and after the repair.",
+            defence.compute_repair,
+            defence.draw_repair,
         ),
     )
 }
