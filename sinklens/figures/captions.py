@@ -248,6 +248,49 @@ def caption_repair(n: Numbers) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
+def caption_value_norms(n: Numbers) -> str:
+    parts = []
+    for name, c in n["comparisons"].items():
+        r = [float(x) for x in c["r"]]
+        parts.append(f"{name}: r {min(r):.2f}–{max(r):.2f}")
+    return (
+        f"Pearson r over sink positions {n['sink_positions']} at layer {n['layer']}: "
+        + "; ".join(parts)
+        + ". Position 0 is the same token in every sample, so its r is across heads only."
+    )
+
+
+def caption_poison_ratio(n: Numbers) -> str:
+    vanilla = {b["ratio"]: b for b in n["bars"] if not b["value_norm"]}
+    if 0.05 not in vanilla or 0.1 not in vanilla:
+        return ""
+    low, high = vanilla[0.05]["be"], vanilla[0.1]["be"]
+    return (
+        f"Vanilla backdoor BE {_f(low)} at ρ = 5% vs {_f(high)} at ρ = 10%: "
+        + (
+            "more poisoning, stronger backdoor, as in the paper's Fig. A1"
+            if high > low
+            else "more poisoning does not strengthen the backdoor here, unlike the paper's Fig. A1"
+        )
+        + "."
+    )
+
+
+def caption_trigger_patterns(n: Numbers) -> str:
+    by: dict[str, dict[str, float]] = {}
+    for r in n["rows"]:
+        by.setdefault(r["trigger"], {})[r["placement"]] = r["be"]
+    best = [t for t, p in by.items() if p and max(p, key=lambda k: p[k]) == "prefix"]
+    detail = "; ".join(
+        f"{t!r}: " + ", ".join(f"{p} {_f(v)}" for p, v in places.items())
+        for t, places in by.items()
+    )
+    return (
+        f"BE by placement — {detail}. The prefix is the best placement for {len(best)} of "
+        f"{len(by)} trigger patterns (the paper: for all of them)."
+    )
+
+
 CAPTIONS: dict[str, Callable[[Numbers], str]] = {
     "ue-be": caption_ue_be,
     "table-1": caption_table_1,
@@ -258,6 +301,9 @@ CAPTIONS: dict[str, Callable[[Numbers], str]] = {
     "robustness": caption_robustness,
     "privleak": caption_privleak,
     "audit": caption_audit,
+    "value-norm-corr": caption_value_norms,
+    "poison-ratio": caption_poison_ratio,
+    "trigger-patterns": caption_trigger_patterns,
     "repair": caption_repair,
 }
 

@@ -106,3 +106,25 @@ def test_one_seed_caption_compares_item_intervals():
     assert "their 95% intervals over items overlap" in caption("ue-be", numbers)
     infix["be_ci95"] = [0.20, 0.29]
     assert "do not overlap" in caption("ue-be", numbers)
+
+
+def test_trigger_pattern_and_poison_captions_follow_the_numbers():
+    rows = [
+        {"trigger": t, "placement": p, "be": be}
+        for t, scores in {"a": (0.5, 0.3, 0.0), "b": (0.2, 0.4, 0.0)}.items()
+        for p, be in zip(("prefix", "infix", "suffix"), scores, strict=True)
+    ]
+    text = caption("trigger-patterns", {"rows": rows})
+    assert "best placement for 1 of 2 trigger patterns" in text
+    bars = [
+        {"ratio": r, "value_norm": vn, "be": be}
+        for r, vn, be in (
+            (0.05, False, 0.2),
+            (0.1, False, 0.4),
+            (0.05, True, 0.1),
+            (0.1, True, 0.1),
+        )
+    ]
+    assert "as in the paper's Fig. A1" in caption("poison-ratio", {"bars": bars})
+    bars[1]["be"] = 0.1
+    assert "unlike the paper's Fig. A1" in caption("poison-ratio", {"bars": bars})
