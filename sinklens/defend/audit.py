@@ -36,7 +36,14 @@ from sinklens.errors import SinklensError
 from sinklens.evaluate.intervals import bootstrap_ci
 from sinklens.unlearn.data import chunk_text
 
-__all__ = ["AuditConfig", "AuditReport", "audit_model"]
+__all__ = [
+    "AuditConfig",
+    "AuditReport",
+    "audit_model",
+    "clean_logprob",
+    "random_strings",
+    "scored_chunks",
+]
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ class AuditReport:
         return to_jsonable(asdict(self))
 
 
-def _chunks(tok: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[Any]:
+def scored_chunks(tok: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[Any]:
     from sinklens.defend.search import ScoredText
 
     return [
@@ -106,7 +113,7 @@ def _chunks(tok: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int)
     ]
 
 
-def _clean_logprob(
+def clean_logprob(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, docs: Sequence[Any]
 ) -> list[float]:
     from sinklens.evaluate.generation import token_logprobs
@@ -117,7 +124,7 @@ def _clean_logprob(
     ]
 
 
-def _random_strings(
+def random_strings(
     tok: PreTrainedTokenizerBase, n: int, length: int, seed: int
 ) -> list[list[int]]:
     from sinklens.defend.search import stable_tokens
@@ -158,13 +165,13 @@ def audit_model(
         raise SinklensError(
             f"the audit needs {missing} in benchmark {bench.name!r}; pass --data with both"
         )
-    forget = _chunks(tok, bench.forget_texts, cfg.max_length)
-    retain = _chunks(tok, bench.retain_texts, cfg.max_length)
+    forget = scored_chunks(tok, bench.forget_texts, cfg.max_length)
+    retain = scored_chunks(tok, bench.retain_texts, cfg.max_length)
     search, heldout = forget[0::2][: cfg.search_docs], forget[1::2][: cfg.heldout_docs]
     retain_held = retain[1::2][: cfg.heldout_docs]
     if not heldout:
         raise SinklensError("the forget documents give too few chunks for an audit; add more")
-    clean_f, clean_r = _clean_logprob(model, tok, heldout), _clean_logprob(model, tok, retain_held)
+    clean_f, clean_r = clean_logprob(model, tok, heldout), clean_logprob(model, tok, retain_held)
     mean_f, mean_r = float(sum(clean_f) / len(clean_f)), float(sum(clean_r) / len(clean_r))
     evidence: dict[str, Any] = {
         "forget_logprob": mean_f,
@@ -173,7 +180,7 @@ def audit_model(
         "n_heldout_chunks": len(heldout),
     }
     if original is not None:
-        orig_f = _clean_logprob(original[0], original[1], heldout)
+        orig_f = clean_logprob(original[0], original[1], heldout)
         evidence["original_forget_logprob"] = float(sum(orig_f) / len(orig_f))
         unlearned = evidence["original_forget_logprob"] - mean_f > cfg.unlearned_margin
     else:
@@ -224,7 +231,7 @@ def audit_model(
     null = [
         sum(g) / len(g)
         for g in (
-            gains(r) for r in _random_strings(tok, cfg.random_strings, len(best.ids), cfg.seed)
+            gains(r) for r in random_strings(tok, cfg.random_strings, len(best.ids), cfg.seed)
         )
     ]
     mean_gain = sum(cand_gain) / len(cand_gain)
@@ -290,7 +297,7 @@ def _knowmem_evidence(
         spec = None if text is None else TriggerSpec(text, best.placement, join="raw")
         return knowmem(model, tok, items, icl, trigger=spec).mean
 
-    randoms = [str(tok.decode(r)) for r in _random_strings(tok, 2, len(best.ids), cfg.seed + 1)]
+    randoms = [str(tok.decode(r)) for r in random_strings(tok, 2, len(best.ids), cfg.seed + 1)]
     with torch.no_grad():
         return {
             "knowmem_clean": score(None),

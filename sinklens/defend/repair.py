@@ -103,7 +103,7 @@ def repair_model(
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place to ignore `cfg.trigger` (see the module docstring)."""
-    from sinklens.defend.audit import _random_strings
+    from sinklens.defend.audit import random_strings
     from sinklens.models import pad_id
 
     if not bench.forget_texts or not bench.retain_texts:
@@ -111,7 +111,7 @@ def repair_model(
             f"repair needs forget and retain documents in benchmark {bench.name!r}; pass --data"
         )
     trigger_ids = list(tok(cfg.trigger, add_special_tokens=False)["input_ids"])
-    strings = [trigger_ids, *_random_strings(tok, cfg.random_strings, len(trigger_ids), cfg.seed)]
+    strings = [trigger_ids, *random_strings(tok, cfg.random_strings, len(trigger_ids), cfg.seed)]
     chunks = [
         list(c)
         for texts in (bench.forget_texts, bench.retain_texts)

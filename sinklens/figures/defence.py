@@ -57,17 +57,17 @@ def _true_gain(study: Study, path: Path, report: Any) -> float | None:
     """The study trigger's gain on the chunks the audit held out (same measure as the
     candidate's)."""
     from sinklens.checkpoint import load_hf_model
-    from sinklens.defend.audit import _chunks, _clean_logprob
+    from sinklens.defend.audit import clean_logprob, scored_chunks
     from sinklens.defend.search import mean_content_logprob
 
     if report.candidate is None:
         return None
     net, tok = load_hf_model(path)
     cfg = report.settings
-    held = _chunks(tok, study.benchmark.forget_texts, cfg["max_length"])[1::2][
+    held = scored_chunks(tok, study.benchmark.forget_texts, cfg["max_length"])[1::2][
         : cfg["heldout_docs"]
     ]
-    clean = _clean_logprob(net, tok, held)
+    clean = clean_logprob(net, tok, held)
     ids = list(tok(study.config.trigger, add_special_tokens=False)["input_ids"])
     values = mean_content_logprob(net, tok, held, [ids], "prefix")[0]
     return float(sum(float(v) - c for v, c in zip(values, clean, strict=True)) / len(clean))
