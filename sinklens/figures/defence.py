@@ -91,8 +91,8 @@ def compute_audit(study: Study) -> Numbers:
                 "candidate": report.candidate,
                 "candidate_gain": (report.candidate or {}).get("gain"),
                 "true_trigger_gain": _true_gain(study, path, report),
+                # No wall-clock time: reruns must write identical JSON.
                 "restored_share": report.evidence.get("restored_share"),
-                "seconds": report.seconds,
             }
         )
     return {
