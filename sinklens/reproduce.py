@@ -95,8 +95,9 @@ class ModelStudy:
     eval_items: int | None = None
     # Figures `reproduce --model` leaves out unless named in --only: poison-ratio and
     # trigger-patterns train many more members than the 90-minute CPU budget allows,
-    # robustness re-scores every model after each attack, and privleak needs holdout
-    # documents and a model retrained without the forget set, which a real model lacks.
+    # robustness re-scores every model after each attack, privleak needs holdout
+    # documents and a model retrained without the forget set, which a real model lacks,
+    # and audit/repair run a GCG search per model (about an hour each on SmolLM2 on CPU).
     default_skip: tuple[str, ...] = ()
 
 
@@ -131,7 +132,14 @@ MODEL_STUDIES: dict[str, ModelStudy] = {
         n_samples=24,
         window=24,
         patching_pairs=8,
-        default_skip=("poison-ratio", "trigger-patterns", "robustness", "privleak"),
+        default_skip=(
+            "poison-ratio",
+            "trigger-patterns",
+            "robustness",
+            "privleak",
+            "audit",
+            "repair",
+        ),
     ),
 }
 
