@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sinklens.data.formats import Benchmark
@@ -298,9 +297,9 @@ def _knowmem_evidence(
         return knowmem(model, tok, items, icl, trigger=spec).mean
 
     randoms = [str(tok.decode(r)) for r in random_strings(tok, 2, len(best.ids), cfg.seed + 1)]
-    with torch.no_grad():
-        return {
-            "knowmem_clean": score(None),
-            "knowmem_candidate": score(best.text),
-            "knowmem_random": [score(r) for r in randoms],
-        }
+    # knowmem generates under no_grad itself.
+    return {
+        "knowmem_clean": score(None),
+        "knowmem_candidate": score(best.text),
+        "knowmem_random": [score(r) for r in randoms],
+    }

@@ -175,7 +175,6 @@ def gcg_search(
     )
     history = []
     bos, pad = tokenizer.bos_token_id, pad_id(tokenizer)
-    device = embeddings.device
     for step in range(steps):
         grad = _token_gradient(model, docs, current, placement, bos, pad, embeddings)
         grad[:, ~allowed] = float("inf")
@@ -198,7 +197,6 @@ def gcg_search(
         history.append(best)
         if on_step is not None:
             on_step(step, best)
-    del device
     return SearchResult(
         ids=tuple(best_ids),
         text=str(tokenizer.decode(best_ids)),
