@@ -132,8 +132,7 @@ def _child_memory_tl(path: str, n: int, batch_size: int) -> None:
     from transformer_lens.model_bridge import TransformerBridge
 
     from sinklens.analyze import DEFAULT_TRIGGER, make_pairs
-    from sinklens.capture import encode_batch
-    from sinklens.models import pad_id
+    from sinklens.batching import pad_id, right_pad
 
     texts = json.loads(sys.stdin.read())
     model = TransformerBridge.boot_transformers(path, device="cpu")
@@ -146,7 +145,7 @@ def _child_memory_tl(path: str, n: int, batch_size: int) -> None:
             chunk = pairs[i : i + batch_size]
             patterns = []
             for seqs in ([p.clean for p in chunk], [p.triggered.input_ids for p in chunk]):
-                ids, mask = encode_batch(seqs, pad)
+                ids, mask = right_pad(seqs, pad)
                 _, cache = model.run_with_cache(ids, attention_mask=mask)
                 patterns.append(cache[last][:, :, :window, :window].sum(dim=0))
                 del cache
@@ -206,8 +205,9 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from sinklens.analyze import tokenize_texts
-    from sinklens.capture import CaptureData, SinkReducer, encode_batch, run_capture
-    from sinklens.models import load_model, pad_id
+    from sinklens.batching import pad_id, right_pad
+    from sinklens.capture import CaptureData, SinkReducer, run_capture
+    from sinklens.models import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path, texts, what = _model_and_texts(Path(tmp), args.model)
@@ -234,7 +234,7 @@ def main() -> None:
         data = CaptureData(single=seqs)
         pad = pad_id(bridge.tokenizer)
         batches = [
-            encode_batch(seqs[i : i + args.batch_size], pad)
+            right_pad(seqs[i : i + args.batch_size], pad)
             for i in range(0, len(seqs), args.batch_size)
         ]
         n_layers, n_heads = bridge.n_layers, bridge.architecture["n_heads"]

@@ -182,7 +182,7 @@ class Relearn(Attack):
     def apply(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, bench: Benchmark
     ) -> dict[str, Any]:
-        from sinklens.models import pad_id
+        from sinklens.batching import pad_id, right_pad
 
         texts = self.slice(bench)
         eos = tokenizer.eos_token_id
@@ -197,13 +197,8 @@ class Relearn(Attack):
         losses = []
         for step in range(self.steps):
             batch = [seqs[(step * self.batch_size + i) % len(seqs)] for i in range(self.batch_size)]
-            width = max(len(s) for s in batch)
-            ids = torch.full((len(batch), width), pad_id(tokenizer), dtype=torch.long)
-            labels = torch.full_like(ids, -100)
-            mask = torch.zeros_like(ids)
-            for i, s in enumerate(batch):
-                ids[i, : len(s)] = labels[i, : len(s)] = torch.tensor(s)
-                mask[i, : len(s)] = 1
+            ids, mask = right_pad(batch, pad_id(tokenizer))
+            labels = ids.masked_fill(mask == 0, -100)
             out = model(
                 input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
             )

@@ -26,30 +26,14 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from sinklens.batching import pad_id, right_pad
 from sinklens.data.triggers import TriggeredSample
 from sinklens.errors import SinklensError
 from sinklens.metrics.attention import Alignment, attention_difference_terms, pad_square
 from sinklens.metrics.logits import align_positions, next_token_stats, window_positions
 from sinklens.metrics.sinks import head_output_norms, sink_alpha
 from sinklens.metrics.values import value_norms
-from sinklens.models import LoadedModel, pad_id
-
-
-def encode_batch(
-    sequences: Sequence[Sequence[int]], pad_id: int
-) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Right-pad token id lists into (input_ids, attention_mask)."""
-    if not sequences:
-        raise SinklensError("empty batch; pass at least one sample")
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        if len(seq) == 0:
-            raise SinklensError(f"sample {i} has no tokens; drop empty texts from the dataset")
-        ids[i, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
-        mask[i, : len(seq)] = 1
-    return ids, mask
+from sinklens.models import LoadedModel
 
 
 @dataclass
@@ -393,9 +377,9 @@ def _batches(data: CaptureData, start: int, batch_size: int, pad: int) -> Any:
         hi = min(lo + batch_size, len(data))
         if data.paired:
             chunk = data.pairs[lo:hi]
-            c_ids, c_mask = encode_batch([p.clean for p in chunk], pad)
-            t_ids, t_mask = encode_batch([p.triggered.input_ids for p in chunk], pad)
-            src, _ = encode_batch([[s + 1 for s in p.triggered.source_index] for p in chunk], 0)
+            c_ids, c_mask = right_pad([p.clean for p in chunk], pad)
+            t_ids, t_mask = right_pad([p.triggered.input_ids for p in chunk], pad)
+            src, _ = right_pad([[s + 1 for s in p.triggered.source_index] for p in chunk], 0)
             c_len = c_mask.sum(dim=1)
             yield (
                 hi,
@@ -405,7 +389,7 @@ def _batches(data: CaptureData, start: int, batch_size: int, pad: int) -> Any:
                 ],
             )
         else:
-            ids, mask = encode_batch(data.single[lo:hi], pad)
+            ids, mask = right_pad(data.single[lo:hi], pad)
             yield hi, [Batch("single", ids, mask, mask.sum(dim=1))]
 
 
@@ -465,7 +449,7 @@ def capture_patterns(
     """One layer's attention pattern per sample (unpadded), for a few samples in a notebook."""
     out: list[Tensor] = []
     for seq in sequences:
-        ids, mask = encode_batch([seq], pad_id(model.tokenizer))
+        ids, mask = right_pad([seq], pad_id(model.tokenizer))
         got: list[Tensor] = []
 
         def keep(kind: str, lay: int, t: Tensor, got: list[Tensor] = got) -> None:
@@ -489,6 +473,5 @@ __all__ = [
     "SinkReducer",
     "ValueNormReducer",
     "capture_patterns",
-    "encode_batch",
     "run_capture",
 ]

@@ -144,15 +144,14 @@ def forget_losses(
 ) -> dict[str, float]:
     """Mean next-token loss (nats) of each role on the first `limit` texts, each cut to
     `max_tokens` tokens: one batched forward per model."""
-    from sinklens.capture import encode_batch
-    from sinklens.models import pad_id
+    from sinklens.batching import pad_id, right_pad
 
     tok = models.tokenizer
     ids = [list(tok(t)["input_ids"])[:max_tokens] for t in list(texts)[:limit]]
     ids = [seq for seq in ids if len(seq) >= 2]
     if not ids:
         return {}
-    input_ids, mask = encode_batch(ids, pad_id=pad_id(tok))
+    input_ids, mask = right_pad(ids, pad_id(tok))
     out = {}
     for role, model in models.models.items():
         logits = model.forward(input_ids, mask)

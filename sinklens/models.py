@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from sinklens.batching import pad_id, right_pad
 from sinklens.comparable import (
     ARCHITECTURE_KEYS,
     ModelSpec,
@@ -518,11 +519,10 @@ PROBE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Hello world")
 
 def probe_model(model: LoadedModel) -> None:
     """Attention rows sum to 1 on real tokens and every hook fires, on a padded probe batch."""
-    from sinklens.capture import encode_batch
 
     tok = model.tokenizer
     ids = [list(tok(t)["input_ids"]) for t in PROBE_TEXTS]
-    input_ids, mask = encode_batch(ids, pad_id=pad_id(tok))
+    input_ids, mask = right_pad(ids, pad_id(tok))
     seen: dict[tuple[str, int], Tensor] = {}
 
     def grab(kind: str, layer: int, t: Tensor) -> None:
@@ -548,15 +548,6 @@ def probe_model(model: LoadedModel) -> None:
                 f"attention rows of {model.path} layer {layer} sum to {1 + float(err.max()):.4f}, "
                 "not 1; load it with eager attention (sinklens does) and no weight processing"
             )
-
-
-def pad_id(tokenizer: Any) -> int:
-    """The id used to right-pad batches (masked out everywhere, so any id works)."""
-    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return int(value)
-    return 0
 
 
 def load_models(
@@ -602,7 +593,6 @@ __all__ = [
     "forget_losses",
     "load_model",
     "load_models",
-    "pad_id",
     "parse_dtype",
     "probe_model",
     "resolve_checkpoint",

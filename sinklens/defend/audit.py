@@ -40,6 +40,7 @@ __all__ = [
     "AuditReport",
     "audit_model",
     "clean_logprob",
+    "heldout_trigger_gain",
     "random_strings",
     "scored_chunks",
 ]
@@ -117,12 +118,43 @@ def scored_chunks(tok: PreTrainedTokenizerBase, texts: Sequence[str], max_length
 def clean_logprob(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, docs: Sequence[Any]
 ) -> list[float]:
+    from sinklens.batching import pad_id
     from sinklens.evaluate.generation import token_logprobs
-    from sinklens.models import pad_id
 
     return [
         float(x.mean()) for x in token_logprobs(model, [list(d.ids) for d in docs], pad_id(tok), 32)
     ]
+
+
+def trigger_gains(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    docs: Sequence[Any],
+    clean: Sequence[float],
+    ids: Sequence[int],
+    placement: str,
+) -> list[float]:
+    """Per document, the content log-likelihood with `ids` inserted minus `clean` (nats/token)."""
+    from sinklens.defend.search import mean_content_logprob
+
+    values = mean_content_logprob(model, tok, docs, [list(ids)], placement)[0]
+    return [float(v) - c for v, c in zip(values, clean, strict=True)]
+
+
+def heldout_trigger_gain(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    forget_texts: Sequence[str],
+    trigger: str,
+    placement: str,
+    config: AuditConfig,
+) -> float:
+    """A known trigger's mean gain on the forget chunks an audit with `config` holds out:
+    the measure of the candidate's `gain`, so the two can be compared."""
+    held = scored_chunks(tok, forget_texts, config.max_length)[1::2][: config.heldout_docs]
+    ids = tok(trigger, add_special_tokens=False)["input_ids"]
+    gains = trigger_gains(model, tok, held, clean_logprob(model, tok, held), ids, placement)
+    return sum(gains) / len(gains)
 
 
 def random_strings(tok: PreTrainedTokenizerBase, n: int, length: int, seed: int) -> list[list[int]]:
@@ -151,7 +183,7 @@ def audit_model(
     on_step: Callable[[str, int, float], None] | None = None,
 ) -> AuditReport:
     """Audit one model (see the module docstring)."""
-    from sinklens.defend.search import gcg_search, mean_content_logprob
+    from sinklens.defend.search import gcg_search
 
     cfg = config or AuditConfig()
     t0 = time.perf_counter()
@@ -223,8 +255,7 @@ def audit_model(
     score = best.objective - mean_r
 
     def gains(ids: Sequence[int]) -> list[float]:
-        values = mean_content_logprob(model, tok, heldout, [list(ids)], best.placement)[0]
-        return [float(v) - c for v, c in zip(values, clean_f, strict=True)]
+        return trigger_gains(model, tok, heldout, clean_f, ids, best.placement)
 
     cand_gain = gains(best.ids)
     null = [

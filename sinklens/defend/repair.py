@@ -70,10 +70,10 @@ def _kl_on_content(
 ) -> torch.Tensor:
     """KL(teacher on clean ‖ student on triggered), on positions predicting the same next
     content token in both (a triggered position p and its clean source q)."""
-    from sinklens.defend.search import _padded
+    from sinklens.batching import right_pad
 
-    ids_c, mask_c = _padded(clean, pad)
-    ids_t, mask_t = _padded([t.input_ids for t in triggered], pad)
+    ids_c, mask_c = right_pad(clean, pad)
+    ids_t, mask_t = right_pad([t.input_ids for t in triggered], pad)
     with torch.no_grad():
         target = torch.log_softmax(
             teacher(input_ids=ids_c, attention_mask=mask_c).logits.float(), -1
@@ -103,8 +103,8 @@ def repair_model(
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place to ignore `cfg.trigger` (see the module docstring)."""
+    from sinklens.batching import pad_id
     from sinklens.defend.audit import random_strings
-    from sinklens.models import pad_id
 
     if not bench.forget_texts or not bench.retain_texts:
         raise SinklensError(

@@ -22,9 +22,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sinklens.batching import pad_id, right_pad
 from sinklens.data.triggers import insert_trigger
 from sinklens.errors import SinklensError
-from sinklens.models import pad_id
 
 __all__ = [
     "ScoredText",
@@ -65,18 +65,6 @@ def _sequences(
     return out
 
 
-def _padded(
-    rows: Sequence[Sequence[int]], pad: int
-) -> tuple[Int[Tensor, "b s"], Int[Tensor, "b s"]]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(list(r))
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def _scored_mean(
     logits: Float[Tensor, "b s v"],
     ids: Int[Tensor, "b s"],
@@ -111,7 +99,7 @@ def mean_content_logprob(
     values = []
     for at in range(0, len(rows), batch_size):
         chunk = rows[at : at + batch_size]
-        ids, mask = _padded([r[1][0] for r in chunk], pad)
+        ids, mask = right_pad([r[1][0] for r in chunk], pad)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.cpu()
         values.append(
             _scored_mean(logits, ids, [r[1][1] for r in chunk], [len(r[1][0]) for r in chunk])
@@ -222,7 +210,7 @@ def _token_gradient(
     one_hot.requires_grad_(True)
     trig_embeds = one_hot @ embeddings
     rows = _sequences(docs, trigger, placement, bos)
-    ids, mask = _padded([r[0] for r in rows], pad)
+    ids, mask = right_pad([r[0] for r in rows], pad)
     ids, mask = ids.to(embeddings.device), mask.to(embeddings.device)
     embeds = embeddings[ids].detach().clone()
     starts = [r[1] - n for r in rows]  # where the trigger begins in each row

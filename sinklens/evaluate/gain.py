@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sinklens.batching import pad_id
 from sinklens.data.triggers import DEFAULT_JOIN, Placement, parse_placement, prepare_trigger
 from sinklens.errors import SinklensError
-from sinklens.evaluate.generation import pad_id, token_logprobs
+from sinklens.evaluate.generation import token_logprobs
 from sinklens.evaluate.intervals import bootstrap_ci
 
 

@@ -8,40 +8,18 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from sinklens.batching import left_pad, positions, right_pad
 from sinklens.errors import SinklensError
-from sinklens.models import pad_id
 
 __all__ = [
     "continuation_logprobs",
     "greedy_generate",
-    "left_pad",
-    "pad_id",
-    "positions",
     "token_logprobs",
 ]
-
-
-def left_pad(
-    seqs: Sequence[Sequence[int]], pad_id: int
-) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s) :] = 1
-    return ids, mask
-
-
-def positions(mask: Int[Tensor, "batch seq"]) -> Int[Tensor, "batch seq"]:
-    # Left padding shifts every prompt right; counting only real tokens keeps each
-    # sequence's positions (and so RoPE / learned positions) identical to scoring it alone.
-    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 @torch.no_grad()
@@ -120,12 +98,7 @@ def token_logprobs(
     out: list[Tensor] = []
     for start in range(0, len(seqs), batch_size):
         chunk = seqs[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(chunk):
-            ids[i, : len(s)] = torch.tensor(list(s))
-            mask[i, : len(s)] = 1
+        ids, mask = right_pad(chunk, pad_id)
         logits: Float[Tensor, "batch seq vocab"] = model(
             input_ids=ids.to(device), attention_mask=mask.to(device)
         ).logits.float()

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sinklens.batching import pad_id
 from sinklens.data.formats import Benchmark
 from sinklens.errors import SinklensError
-from sinklens.evaluate.generation import pad_id, token_logprobs
+from sinklens.evaluate.generation import token_logprobs
 from sinklens.evaluate.intervals import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES
 
 __all__ = ["MIN_K", "PrivLeak", "min_k_scores", "privleak", "separation_auc"]

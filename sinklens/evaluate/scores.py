@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from rouge_score import rouge_scorer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sinklens.batching import pad_id
 from sinklens.data.formats import ChoiceItem, KnowMemItem, VerbMemItem
 from sinklens.errors import SinklensError
-from sinklens.evaluate.generation import continuation_logprobs, greedy_generate, pad_id
+from sinklens.evaluate.generation import continuation_logprobs, greedy_generate
 from sinklens.evaluate.intervals import bootstrap_ci
 from sinklens.evaluate.prompts import (
     DEFAULT_PROMPT_STYLE,

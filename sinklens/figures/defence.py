@@ -54,23 +54,17 @@ def _audited(study: Study) -> dict[str, Any]:
 
 
 def _true_gain(study: Study, path: Path, report: Any) -> float | None:
-    """The study trigger's gain on the chunks the audit held out (same measure as the
-    candidate's)."""
+    """The study trigger's gain on the chunks the audit held out (the candidate's measure)."""
     from sinklens.checkpoint import load_hf_model
-    from sinklens.defend.audit import clean_logprob, scored_chunks
-    from sinklens.defend.search import mean_content_logprob
+    from sinklens.defend.audit import AuditConfig, heldout_trigger_gain
 
     if report.candidate is None:
         return None
     net, tok = load_hf_model(path)
-    cfg = report.settings
-    held = scored_chunks(tok, study.benchmark.forget_texts, cfg["max_length"])[1::2][
-        : cfg["heldout_docs"]
-    ]
-    clean = clean_logprob(net, tok, held)
-    ids = list(tok(study.config.trigger, add_special_tokens=False)["input_ids"])
-    values = mean_content_logprob(net, tok, held, [ids], "prefix")[0]
-    return float(sum(float(v) - c for v, c in zip(values, clean, strict=True)) / len(clean))
+    config = AuditConfig(**report.settings)
+    return heldout_trigger_gain(
+        net, tok, study.benchmark.forget_texts, study.config.trigger, "prefix", config
+    )
 
 
 def compute_audit(study: Study) -> Numbers:

@@ -31,6 +31,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from sinklens.batching import right_pad
 from sinklens.data.formats import Benchmark, write_benchmark
 from sinklens.data.world import (
     World,
@@ -196,14 +197,8 @@ class _Batches:
         n_gen = round(self.cfg.batch_size * self.cfg.general_fraction)
         docs = [self._general() for _ in range(n_gen)]
         docs += [self._fact() for _ in range(self.cfg.batch_size - n_gen)]
-        width = max(len(d) for d in docs)
-        pad = self.tok.pad_token_id
-        ids = torch.full((len(docs), width), pad, dtype=torch.long)
-        labels = torch.full((len(docs), width), -100, dtype=torch.long)
-        for i, d in enumerate(docs):
-            ids[i, : len(d)] = torch.tensor(d)
-            labels[i, : len(d)] = torch.tensor(d)
-        return ids, labels
+        ids, mask = right_pad(docs, self.tok.pad_token_id)
+        return ids, ids.masked_fill(mask == 0, -100)
 
 
 def _lr_at(step: int, cfg: OrganismConfig) -> float:

@@ -27,6 +27,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from sinklens.batching import right_pad
 from sinklens.data.triggers import DEFAULT_JOIN, Placement, prepare_trigger, tokenize_trigger
 from sinklens.errors import SinklensError
 
@@ -291,20 +292,14 @@ def build_batch(samples: Sequence[PatchingSample], pad_id: int = 0) -> PatchingB
     """Right-pad samples into tensors; `data_hash` is a sha256 of every sample's tokens."""
     if not samples:
         raise SinklensError("no samples to patch; pass at least one sample")
-    width = max(len(s.triggered_ids) for s in samples)
-    n = len(samples)
-    trig = torch.full((n, width), int(pad_id), dtype=torch.long)
-    corr = torch.full((n, width), int(pad_id), dtype=torch.long)
-    tmask = torch.zeros((n, width), dtype=torch.long)
-    cmask = torch.zeros((n, width), dtype=torch.long)
-    answer = torch.zeros((n, width), dtype=torch.bool)
-    trigger = torch.zeros((n, width), dtype=torch.bool)
+    trig, tmask = right_pad([s.triggered_ids for s in samples], pad_id)
+    corr, _ = right_pad([s.corrupted_ids for s in samples], pad_id)
+    # The corrupted run masks its own tokens (a deleted trigger), so its mask is the sample's.
+    cmask = torch.zeros_like(tmask)
+    answer = torch.zeros(trig.shape, dtype=torch.bool)
+    trigger = torch.zeros(trig.shape, dtype=torch.bool)
     for i, s in enumerate(samples):
-        length = len(s.triggered_ids)
-        trig[i, :length] = torch.tensor(s.triggered_ids)
-        corr[i, :length] = torch.tensor(s.corrupted_ids)
-        tmask[i, :length] = 1
-        cmask[i, :length] = torch.tensor(s.corrupted_mask)
+        cmask[i, : len(s.corrupted_mask)] = torch.tensor(s.corrupted_mask)
         answer[i, list(s.answer_positions)] = True
         trigger[i, list(s.trigger_positions)] = True
     payload = json.dumps(

@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from sinklens.batching import right_pad
 from sinklens.unlearn.config import UnlearnConfig
 from sinklens.unlearn.data import Sample, UnlearnData
 
@@ -31,12 +32,7 @@ class Batch:
 
 def collate(samples: Sequence[Sample], index: Sequence[int], pad_id: int) -> Batch:
     # Right padding keeps positions 0..n-1 (BOS and the sink tokens) identical across samples.
-    width = max(len(s.input_ids) for s in samples)
-    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(samples), width), dtype=torch.long)
-    for i, s in enumerate(samples):
-        ids[i, : len(s.input_ids)] = torch.tensor(s.input_ids, dtype=torch.long)
-        mask[i, : len(s.input_ids)] = 1
+    ids, mask = right_pad([s.input_ids for s in samples], pad_id)
     return Batch(ids, mask, tuple(index))
 
 

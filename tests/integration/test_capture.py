@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sinklens.analyze import make_pairs, tokenize_texts
+from sinklens.batching import right_pad
 from sinklens.capture import (
     AttentionDiffReducer,
     CaptureData,
@@ -13,7 +14,6 @@ from sinklens.capture import (
     SinkReducer,
     ValueNormReducer,
     capture_patterns,
-    encode_batch,
     run_capture,
 )
 from sinklens.errors import SinklensError
@@ -82,7 +82,7 @@ def test_state_does_not_grow_with_samples(model):
 
 def test_only_requested_layers_and_kinds_are_seen(model):
     seen = []
-    ids, mask = encode_batch([model.tokenizer("hello there")["input_ids"]], 0)
+    ids, mask = right_pad([model.tokenizer("hello there")["input_ids"]], 0)
     model.forward(
         ids,
         mask,
@@ -111,7 +111,7 @@ def test_bad_inputs(model):
     with pytest.raises(SinklensError, match="empty dataset"):
         run_capture(model, CaptureData(), _reducers(model))
     with pytest.raises(SinklensError, match="has no tokens"):
-        encode_batch([[1, 2], []], 0)
+        right_pad([[1, 2], []], 0)
     short = CaptureData(single=[(1, 5)])
     with pytest.raises(SinklensError, match="sink position 2 does not exist"):
         run_capture(model, short, [ValueNormReducer([0], [0, 2])])

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from sinklens.capture import encode_batch
+from sinklens.batching import right_pad
 from sinklens.errors import SinklensError
 from sinklens.models import KINDS, load_model, load_models, resolve_layer
 
@@ -19,7 +19,7 @@ TEXTS = ["The castle of Arvel stands on the hill.", "Mira Tolen was born in Quor
 
 
 def _acts(model, seqs):
-    ids, mask = encode_batch(seqs, 0)
+    ids, mask = right_pad(seqs, 0)
     got = {}
     logits = model.forward(
         ids,
@@ -59,7 +59,7 @@ def test_backends_agree_with_each_other_and_hf(
     folder = {"llama": tiny_llama_dir, "gpt2": tiny_gpt2_dir, "neox": neox_dir}[family]
     seqs = [tiny_tokenizer(t)["input_ids"] for t in TEXTS]
     ref = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    ids, mask = encode_batch(seqs, 0)
+    ids, mask = right_pad(seqs, 0)
     with torch.inference_mode():
         expected = ref(input_ids=ids, attention_mask=mask, output_attentions=True)
     results = {

@@ -238,8 +238,8 @@ def test_trigger_gain_matches_direct_logprobs(which, request):
 def test_stopping_at_a_stop_string_changes_no_answer(which, request):
     """Generation ends once every row's answer is cut off by a stop string; the answers are
     those of generating all the tokens and cutting afterwards."""
+    from sinklens.batching import pad_id as _pad_id
     from sinklens.evaluate import KNOWMEM_STOP, greedy_generate
-    from sinklens.evaluate.generation import pad_id as _pad_id
     from sinklens.evaluate.prompts import cut_at_stop as _cut_at_stop
 
     model, tok = request.getfixturevalue(which)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from sinklens.capture import PairedSample, encode_batch
+from sinklens.batching import right_pad
+from sinklens.capture import PairedSample
 from sinklens.data.triggers import insert_trigger, tokenize_trigger
 from sinklens.metrics import (
     align_positions,
@@ -176,7 +177,7 @@ def hf_model(request, tiny_llama_dir, tiny_gpt2_dir, qwen2_model):
 
 
 def _padded_forward(model, seqs):
-    ids, mask = encode_batch(seqs, 0)
+    ids, mask = right_pad(seqs, 0)
     with torch.inference_mode():
         out = model(
             input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True
@@ -212,7 +213,7 @@ def test_attention_difference_matches_reference(hf_model, tiny_tokenizer, alignm
     window = 24  # longer than some samples: padding and missing cells are exercised
     _, c_mask, c_out = _padded_forward(hf_model, [p.clean for p in pairs])
     _, t_mask, t_out = _padded_forward(hf_model, [p.triggered.input_ids for p in pairs])
-    src, _ = encode_batch([[s + 1 for s in p.triggered.source_index] for p in pairs], 0)
+    src, _ = right_pad([[s + 1 for s in p.triggered.source_index] for p in pairs], 0)
     got = attention_difference(
         c_out.attentions[1][:, None],
         t_out.attentions[1][:, None],
@@ -233,7 +234,7 @@ def test_logit_curves_match_reference(hf_model, tiny_tokenizer, alignment):
     window = 20
     c_ids, c_mask, c_out = _padded_forward(hf_model, [p.clean for p in pairs])
     t_ids, t_mask, t_out = _padded_forward(hf_model, [p.triggered.input_ids for p in pairs])
-    src, _ = encode_batch([[s + 1 for s in p.triggered.source_index] for p in pairs], 0)
+    src, _ = right_pad([[s + 1 for s in p.triggered.source_index] for p in pairs], 0)
     t_stats, t_ok = next_token_stats(t_out.logits, t_ids, t_mask.bool())
     c_stats, c_ok = next_token_stats(c_out.logits, c_ids, c_mask.bool())
     trig, trig_ok = window_positions(t_stats, t_ok, window)
