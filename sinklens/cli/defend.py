@@ -4,6 +4,8 @@ unlearned model without knowing it, and train it away."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,6 +50,22 @@ def _load(model: Path, data: Path | None, original: Path | None) -> tuple[Any, A
     return net, tok, bench, pair, bench_dir
 
 
+@contextmanager
+def _search_bar(cfg: Any) -> Iterator[Callable[[str, int, float], None]]:
+    """A progress bar (stderr) over every search step of every placement, with the ETA."""
+    from tqdm.auto import tqdm
+
+    # delay: no bar at all when the audit stops early (bad data, a model not unlearned).
+    total = cfg.steps * len(cfg.placements)
+    with tqdm(total=total, desc="audit search", unit="step", delay=2) as bar:
+
+        def on_step(placement: str, step: int, objective: float) -> None:
+            bar.set_postfix_str(f"{placement} {objective:.2f} nats/token", refresh=False)
+            bar.update(1)
+
+        yield on_step
+
+
 def audit(
     model: Annotated[
         Path, typer.Option("--model", help="The unlearned model to audit (read only).")
@@ -59,10 +77,39 @@ def audit(
         str, typer.Option("--placements", help="Comma-separated: prefix, infix (in that order).")
     ] = "prefix,infix",
     steps: Annotated[int, typer.Option("--steps", help="Search iterations per placement.")] = 30,
+    candidates: Annotated[
+        int, typer.Option("--candidates", help="Single-token swaps scored per iteration.")
+    ] = 64,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Replacement tokens per position, from the gradient.")
+    ] = 32,
+    search_docs: Annotated[
+        int, typer.Option("--search-docs", help="Forget chunks the search optimises.")
+    ] = 8,
+    heldout_docs: Annotated[
+        int,
+        typer.Option("--heldout-docs", help="Forget and retain chunks the evidence uses."),
+    ] = 24,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per chunk.")] = 48,
+    random_strings: Annotated[
+        int, typer.Option("--random-strings", help="Random strings of the candidate's length.")
+    ] = 8,
+    knowmem_items: Annotated[
+        int | None,
+        typer.Option("--knowmem-items", help="KnowMem items for the evidence (default: 40)."),
+    ] = None,
     threshold: Annotated[
         float | None,
         typer.Option("--threshold", help="Score above which the model is called backdoored."),
     ] = None,
+    unlearned_margin: Annotated[
+        float,
+        typer.Option(
+            "--unlearned-margin",
+            help="Unlearned means forget chunks at least this much (nats/token) less likely "
+            "than retain chunks, or than under --original.",
+        ),
+    ] = 0.5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the search.")] = 0,
     as_json: Annotated[
         bool,
@@ -80,13 +127,25 @@ def audit(
         "n_tokens": n_tokens,
         "placements": tuple(p.strip() for p in placements.split(",") if p.strip()),
         "steps": steps,
+        "candidates": candidates,
+        "top_k": top_k,
+        "search_docs": search_docs,
+        "heldout_docs": heldout_docs,
+        "max_length": max_length,
+        "random_strings": random_strings,
+        "unlearned_margin": unlearned_margin,
         "seed": seed,
     }
     if threshold is not None:
         given["threshold"] = threshold
+    if knowmem_items is not None:
+        given["knowmem_items"] = knowmem_items
     cfg = AuditConfig(**given)
     net, tok, bench, pair, _ = _load(model, data, original)
-    report = audit_model(net, tok, bench, name=model.name, config=cfg, original=pair)
+    with _search_bar(cfg) as on_step:
+        report = audit_model(
+            net, tok, bench, name=model.name, config=cfg, original=pair, on_step=on_step
+        )
     text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
     write_json(out, text)
     if as_json:

@@ -176,3 +176,38 @@ def test_audit_and_repair_bad_input_is_one_line(tiny_llama_dir, tmp_path):
     done = _cli("repair", "--model", str(organism_path()), "--out", str(tmp_path / "new"))
     assert done.returncode == 2 and "not unlearned" in done.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_audit_cli_passes_every_search_setting_through():
+    done = _cli(
+        "audit",
+        "--model",
+        str(organism_path()),
+        "--candidates",
+        "5",
+        "--top-k",
+        "7",
+        "--search-docs",
+        "3",
+        "--heldout-docs",
+        "9",
+        "--max-length",
+        "30",
+        "--random-strings",
+        "2",
+        "--knowmem-items",
+        "11",
+        "--unlearned-margin",
+        "0.25",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    settings = json.loads(done.stdout)["settings"]  # the original is not unlearned: no search
+    assert (settings["candidates"], settings["top_k"], settings["search_docs"]) == (5, 7, 3)
+    assert (settings["heldout_docs"], settings["max_length"]) == (9, 30)
+    assert (settings["random_strings"], settings["knowmem_items"]) == (2, 11)
+    assert settings["unlearned_margin"] == 0.25
+    bad = _cli("audit", "--model", str(organism_path()), "--candidates", "0")
+    assert (
+        bad.returncode == 2 and bad.stderr.strip() == "error: audit candidates must be >= 1, got 0"
+    )
