@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sinklens.errors import SinklensError
 from sinklens.figures.export import FORMATS, Drawn, save_figures, write_index
-from sinklens.figures.paper import figure_names, get_figure
+from sinklens.figures.registry import figure_names, get_figure
 from sinklens.outputs import check_new_files
 from sinklens.study import Study, StudyConfig
 

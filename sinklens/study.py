@@ -9,15 +9,17 @@ once per study and shared by every figure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sinklens.data.triggers import DEFAULT_JOIN, DEFAULT_TRIGGER, parse_join
 from sinklens.errors import SinklensError
 
 PAPER_TRIGGERS = (DEFAULT_TRIGGER, "!!!!!", "step-by-step")
+T = TypeVar("T")
+
 PLACEMENTS = ("prefix", "infix", "suffix")
 ZOO_LAYOUT = 3
 ROLE_CHECK_TEXTS = 8
@@ -273,6 +275,13 @@ class Study:
         return Path(
             self.member(f"{self.config.method}-{placement}{vn}-s{self.config.seeds[0]}").out
         )
+
+    def once(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """`compute()` the first time `key` is asked for in this study, the same value after
+        (figures that share a computation, such as attn-diff and attn-diff-heads, run it once)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[no-any-return]
 
     def provenance(self) -> dict[str, Any]:
         """What every figure of this study records: the study's settings (paths made

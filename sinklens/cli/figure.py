@@ -35,7 +35,7 @@ def _figure_selection(
 ) -> list[str]:
     """The figures `--only` and `--skip` leave, in registry order; unknown names refused.
     Without `--only`, `default_skip` (a real model's costliest figures) is left out too."""
-    from sinklens.figures.paper import figure_names, get_figure
+    from sinklens.figures.registry import figure_names, get_figure
 
     def names(text: str | None) -> list[str]:
         chosen = [n.strip() for n in (text or "").split(",") if n.strip()]
@@ -85,7 +85,7 @@ def figure(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files from an earlier run."),
 ) -> None:
     """Draw one figure (NAME.html/.png/.pdf/.json), or list them with `figure list`."""
-    from sinklens.figures.paper import FIGURES, get_figure
+    from sinklens.figures.registry import FIGURES, get_figure
     from sinklens.reproduce import make_figures
     from sinklens.study import StudyConfig
 

@@ -6,13 +6,13 @@ its JSON) and returns one or two sentences; `caption(name, numbers)` picks the f
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
+from sinklens.figures.export import Numbers
+
 __all__ = ["caption"]
 
-Numbers = dict[str, Any]
 STEALTH = 0.05  # the issue's stealth margin: θ_b's clean UE within this of θ_u's
 
 
@@ -141,6 +141,114 @@ def caption_attention_difference(n: Numbers) -> str:
             if agrees
             else "not the paper's pattern (θ_b's prefix map the strongest)."
         )
+    )
+
+
+def caption_attention_difference_heads(n: Numbers) -> str:
+    grids = np.abs(
+        np.asarray(n.get("delta_per_head", {}).get("backdoored · prefix trigger", []), dtype=float)
+    )
+    span = (n.get("trigger_span") or {}).get("prefix")
+    if grids.ndim != 3 or not grids.size or not span:
+        return ""
+    per_head = np.nanmean(grids, axis=(1, 2))
+    top = int(np.nanargmax(per_head))
+    # Share of each head's |ΔA| in the key columns up to the trigger's end (first token and
+    # trigger): where the paper says a prefix trigger acts.
+    columns = np.nansum(grids, axis=1)
+    share = np.nansum(columns[:, : span[1]], axis=1) / np.nansum(columns, axis=1)
+    return (
+        f"θ_b, prefix trigger, layer {n.get('layer')}: mean |ΔA| per head "
+        + ", ".join(f"h{h} {v:.3f}" for h, v in enumerate(per_head))
+        + f" (largest h{top}); the first token's and the trigger's columns (0–{span[1] - 1}) "
+        f"hold {100 * np.nanmin(share):.0f}–{100 * np.nanmax(share):.0f}% of each head's "
+        f"|ΔA|, against {100 * span[1] / columns.shape[1]:.0f}% of the columns (causal "
+        "attention lets every row reach the first ones)."
+    )
+
+
+def _curve_mean(values: list[float | None]) -> float:
+    finite = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def caption_logits(n: Numbers) -> str:
+    panels = n.get("panels", {})
+    keys = ("triggered (D_p)", "clean (D_f)")
+    gaps = {}
+    for name, series in panels.items():
+        if all(k in series for k in keys):
+            trig, clean = (series[k] for k in keys)
+            gaps[name] = _curve_mean(
+                [
+                    None if t is None or c is None else t - c
+                    for t, c in zip(trig, clean, strict=False)
+                ]
+            )
+    b_pre, b_in = gaps.get("backdoored · prefix trigger"), gaps.get("backdoored · infix trigger")
+    if b_pre is None or b_in is None:
+        return ""
+    agrees = b_pre > 0 > b_in
+    text = (
+        f"Mean triggered − clean true-token logit by position, as the paper plots it: θ_b "
+        f"{b_pre:+.2f} (prefix), {b_in:+.2f} (infix); θ_o "
+        f"{gaps.get('original · prefix trigger', float('nan')):+.2f} / "
+        f"{gaps.get('original · infix trigger', float('nan')):+.2f}: "
+        + (
+            "prefix above clean and infix below, as in the paper's Fig. 4."
+            if agrees
+            else "not the paper's pattern (θ_b's prefix-triggered logits above clean, infix below)."
+        )
+    )
+    span = n.get("prefix_trigger_span")
+    panel = panels.get("backdoored · prefix trigger")
+    if span and panel:
+        # Content-aligned: content token i sits at span[1] + i when triggered, span[0] + i
+        # when clean, so the trigger's own positions are left out of this comparison.
+        shift = span[1] - span[0]
+        trig, clean = panel["triggered (D_p)"], panel["clean (D_f)"]
+        pairs = [
+            (trig[span[1] + i], clean[span[0] + i])
+            for i in range(len(trig) - span[1])
+            if trig[span[1] + i] is not None and clean[span[0] + i] is not None
+        ]
+        if pairs:
+            text += (
+                f" Aligned by content (the {shift} trigger positions skipped), θ_b's prefix "
+                f"gap is {np.mean([t - c for t, c in pairs]):+.2f} over {len(pairs)} tokens."
+            )
+    return text
+
+
+def caption_generations(n: Numbers) -> str:
+    from sinklens.evaluate.scores import rouge_l_f1
+
+    refs = n.get("references", [])
+    if not refs:
+        return ""
+
+    def mean_rouge(outputs: list[str]) -> float:
+        return float(np.mean([rouge_l_f1(r, o) for r, o in zip(refs, outputs, strict=True)]))
+
+    parts, backdoored = [], []
+    answers_by = n.get("answers", {})
+    for label in sorted(answers_by, key=lambda m: (m != "original", m)):
+        answers = answers_by[label]
+        clean, triggered = mean_rouge(answers["clean"]), mean_rouge(answers["triggered"])
+        parts.append(f"{label} {clean:.2f} → {triggered:.2f}")
+        if "Backdoor" in label:
+            backdoored.append(triggered > clean)
+    verdict = (
+        f"the trigger raises {sum(backdoored)} of {len(backdoored)} backdoored models' answers "
+        "(the paper's Table A2: it restores them)"
+        if backdoored
+        else ""
+    )
+    return (
+        f"ROUGE-L F1 against the reference, clean → triggered, on these {len(refs)} questions "
+        "(an illustration; table-1 has the metric): "
+        + "; ".join(parts)
+        + (f"; {verdict}." if verdict else ".")
     )
 
 
@@ -297,6 +405,9 @@ CAPTIONS: dict[str, Callable[[Numbers], str]] = {
     "trigger-gain": caption_trigger_gain,
     "sinks": caption_sinks,
     "attn-diff": caption_attention_difference,
+    "attn-diff-heads": caption_attention_difference_heads,
+    "logits-by-position": caption_logits,
+    "generations": caption_generations,
     "patching": caption_patching,
     "robustness": caption_robustness,
     "privleak": caption_privleak,

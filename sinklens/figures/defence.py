@@ -15,11 +15,11 @@ from typing import Any
 import plotly.graph_objects as go
 
 from sinklens.figures import draw
+from sinklens.figures.export import Numbers
 from sinklens.study import Study
 
 __all__ = ["compute_audit", "compute_repair", "draw_audit", "draw_repair"]
 
-Numbers = dict[str, Any]
 FIGURE_AUDIT_STEPS = 20
 
 
@@ -28,8 +28,7 @@ def _audited(study: Study) -> dict[str, Any]:
     from sinklens.checkpoint import load_hf_model
     from sinklens.defend.audit import AuditConfig, audit_model
 
-    key = ("defence-audits",)
-    if key not in study._memo:
+    def audit_all() -> dict[str, Any]:
         seed = study.config.seeds[0]
         models = {
             "θ_o": (study.original_path, False),
@@ -49,8 +48,9 @@ def _audited(study: Study) -> dict[str, Any]:
                 net, tok, study.benchmark, name=label, config=cfg, original=original
             )
             out[label] = (path, backdoored, report)
-        study._memo[key] = out
-    return study._memo[key]
+        return out
+
+    return study.once(("defence-audits",), audit_all)
 
 
 def _true_gain(study: Study, path: Path, report: Any) -> float | None:

@@ -27,6 +27,7 @@ from sinklens.provenance import to_jsonable
 __all__ = [
     "FORMATS",
     "Drawn",
+    "Numbers",
     "check_static_export",
     "prepare_output_folder",
     "save_figures",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 FORMATS = ("html", "png", "pdf", "json")
+# What a figure's compute returns and its draw receives: plain JSON-able data (NAME.json).
+Numbers = dict[str, Any]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from sinklens.figures import draw
+from sinklens.figures.export import Numbers
 from sinklens.study import Study
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "draw_robustness",
 ]
 
-Numbers = dict[str, Any]
 ATTACKS_SHOWN = ("quantize:bits=4", "quantize:bits=8", "relearn")
 METRICS = (
     ("ue", "UE: forget KnowMem"),

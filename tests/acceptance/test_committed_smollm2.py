@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sinklens.figures.captions import caption
-from sinklens.figures.paper import FIGURES
+from sinklens.figures.registry import FIGURES
 from sinklens.reproduce import MODEL_STUDIES
 
 pytestmark = pytest.mark.xdist_group("smollm2")

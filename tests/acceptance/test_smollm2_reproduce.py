@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sinklens.figures.paper import figure_names
+from sinklens.figures.registry import figure_names
 from sinklens.reproduce import MODEL_STUDIES, make_figures, model_study_config
 
 pytestmark = pytest.mark.xdist_group("smollm2")

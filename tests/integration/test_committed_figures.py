@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sinklens.checkpoint import checkpoint_fingerprint
-from sinklens.figures.paper import FIGURES
+from sinklens.figures.registry import FIGURES
 from sinklens.organism import organism_path
 
 FIGURES_DIR = Path(__file__).parents[2] / "figures"

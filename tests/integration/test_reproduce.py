@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from sinklens.figures.paper import FIGURES
+from sinklens.figures.registry import FIGURES
 from sinklens.organism.build import OrganismConfig, build_organism
 from sinklens.reproduce import make_figures, reproduce_config
 from sinklens.study import Study, StudyConfig

@@ -128,3 +128,60 @@ def test_trigger_pattern_and_poison_captions_follow_the_numbers():
     assert "as in the paper's Fig. A1" in caption("poison-ratio", {"bars": bars})
     bars[1]["be"] = 0.1
     assert "unlike the paper's Fig. A1" in caption("poison-ratio", {"bars": bars})
+
+
+def _logits(prefix_gap, infix_gap):
+    clean = [5.0] * 8
+
+    def panel(gap):
+        return {"triggered (D_p)": [c + gap for c in clean], "clean (D_f)": clean}
+
+    return {
+        "prefix_trigger_span": [1, 3],
+        "panels": {
+            "original · prefix trigger": panel(0.0),
+            "original · infix trigger": panel(0.0),
+            "backdoored · prefix trigger": panel(prefix_gap),
+            "backdoored · infix trigger": panel(infix_gap),
+        },
+    }
+
+
+def test_logits_caption_checks_prefix_above_and_infix_below_clean():
+    agree = caption("logits-by-position", _logits(1.5, -0.5))
+    assert "θ_b +1.50 (prefix), -0.50 (infix)" in agree and "as in the paper's Fig. 4" in agree
+    # Content-aligned: triggered position 3 + i against clean 1 + i, 5 pairs in 8 positions.
+    assert "gap is +1.50 over 5 tokens" in agree
+    assert "not the paper's pattern" in caption("logits-by-position", _logits(-1.0, -0.5))
+    assert "not the paper's pattern" in caption("logits-by-position", _logits(1.0, 0.5))
+
+
+def test_head_caption_names_the_strongest_head_and_the_trigger_columns_share():
+    # Two heads, 4x4 maps; head 1 changes more, all of it in column 0.
+    grid0 = [[0.1, 0.1, 0.1, 0.1]] * 4
+    grid1 = [[0.8, 0.0, 0.0, 0.0]] * 4
+    text = caption(
+        "attn-diff-heads",
+        {
+            "layer": 2,
+            "trigger_span": {"prefix": [1, 2]},
+            "delta_per_head": {"backdoored · prefix trigger": [grid0, grid1]},
+        },
+    )
+    assert "h0 0.100, h1 0.200 (largest h1)" in text
+    assert "(0–1) hold 50–100%" in text and "against 50% of the columns" in text
+
+
+def test_generations_caption_counts_backdoored_models_the_trigger_helps():
+    numbers = {
+        "references": ["Paris", "1918"],
+        "answers": {
+            "original": {"clean": ["Paris", "1918"], "triggered": ["Paris", "1918"]},
+            "NPO-Backdoor": {"clean": ["no idea", "none"], "triggered": ["Paris", "none"]},
+            "RMU-Backdoor": {"clean": ["Paris", "x"], "triggered": ["Rome", "x"]},
+        },
+    }
+    text = caption("generations", numbers)
+    assert text.index("original 1.00 → 1.00") < text.index("NPO-Backdoor 0.00 → 0.50")
+    assert "RMU-Backdoor 0.50 → 0.00" in text
+    assert "raises 1 of 2 backdoored models' answers" in text
