@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from sinklens.data.triggers import DEFAULT_JOIN, DEFAULT_TRIGGER, parse_join
 from sinklens.errors import SinklensError
+from sinklens.unlearn.zoo import MemberName
 
 PAPER_TRIGGERS = (DEFAULT_TRIGGER, "!!!!!", "step-by-step")
 T = TypeVar("T")
@@ -173,8 +174,11 @@ class Study:
         return texts[: self.config.n_samples]
 
     # ------------------------------------------------------------------ the zoo
-    def member(self, name: str, *, trigger: str | None = None, poison_ratio: float = 0.1) -> Any:
-        """Train (or reuse) one zoo member, e.g. `npo-s0`, `npo-prefix-s0`, `npo-infix-vn-s0`.
+    def member(
+        self, name: str | MemberName, *, trigger: str | None = None, poison_ratio: float = 0.1
+    ) -> Any:
+        """Train (or reuse) one zoo member, e.g. `npo-s0`, `npo-prefix-s0`, `npo-infix-vn-s0`
+        (a `MemberName` or its text).
 
         A `-vn` member needs its θ_u as the value-norm reference, which is trained first.
         Returns the trainer's `RunResult` (path and metrics, Table 1 row included).
@@ -183,6 +187,8 @@ class Study:
         from sinklens.unlearn.trainer import run_unlearning
         from sinklens.unlearn.zoo import zoo_members
 
+        member = MemberName.parse(name)
+        name = str(member)
         trigger = trigger or self.config.trigger
         key = (name, trigger, poison_ratio)
         if key in self._memo:
@@ -216,14 +222,13 @@ class Study:
         scoped = self.config.zoo_overrides(config.method, scoped_only=True)
         if scoped:
             config = config.replace(**scoped)
-        method, *_rest, seed = name.split("-")
-        unlearned = f"{method}-{seed}"
+        unlearned = str(member.unlearned)
         default = (self.config.trigger, 0.1)
         if name == unlearned and (trigger, poison_ratio) != default:
             # θ_u does not depend on the trigger or the poisoning ratio: train it once.
             self._memo[key] = self.member(name, trigger=default[0], poison_ratio=default[1])
             return self._memo[key]
-        if "-vn-" in name:
+        if member.value_norm:
             reference = self.member(unlearned, trigger=default[0], poison_ratio=default[1])
             config = config.replace(value_norm_reference=str(Path(reference.out).resolve()))
         try:
@@ -265,16 +270,14 @@ class Study:
     def unlearned_path(self) -> Path:
         if self.config.unlearned:
             return Path(self.config.unlearned)
-        return Path(self.member(f"{self.config.method}-s{self.config.seeds[0]}").out)
+        return Path(self.member(MemberName(self.config.method, self.config.seeds[0])).out)
 
     def backdoored_path(self, placement: str = "prefix", *, regularised: bool = False) -> Path:
         """θ_b trained with `placement` (the user's --backdoored wins for every placement)."""
         if self.config.backdoored:
             return Path(self.config.backdoored)
-        vn = "-vn" if regularised else ""
-        return Path(
-            self.member(f"{self.config.method}-{placement}{vn}-s{self.config.seeds[0]}").out
-        )
+        member = MemberName(self.config.method, self.config.seeds[0], placement, regularised)
+        return Path(self.member(member).out)
 
     def once(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
         """`compute()` the first time `key` is asked for in this study, the same value after

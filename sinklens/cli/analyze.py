@@ -9,6 +9,7 @@ prints a short summary, or the full result with provenance as JSON (--json, or -
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from sinklens.cli.common import (
 )
 from sinklens.data.triggers import DEFAULT_TRIGGER
 from sinklens.errors import SinklensError
+from sinklens.unlearn.zoo import MemberName
 
 __all__ = ["register"]
 
@@ -94,13 +96,13 @@ def _resolve_paths(
                     "pass --original/--unlearned/--backdoored DIR"
                 ) from None
     for role, given, member in (
-        ("unlearned", unlearned, f"{method}-s{seed}"),
-        ("backdoored", backdoored, f"{method}-{placement}-s{seed}"),
+        ("unlearned", unlearned, partial(MemberName, method, seed)),
+        ("backdoored", backdoored, partial(MemberName, method, seed, placement)),
     ):
         if given is not None:
             paths[role] = given
         elif zoo is not None:
-            paths[role] = zoo_member(zoo, member, role)
+            paths[role] = zoo_member(zoo, str(member()), role)
     for item in extra or []:
         name, sep, folder = item.partition("=")
         if not sep or not name.strip() or not folder.strip():

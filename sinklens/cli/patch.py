@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +32,7 @@ from sinklens.cli.common import (
 )
 from sinklens.data.triggers import DEFAULT_TRIGGER
 from sinklens.errors import SinklensError
+from sinklens.unlearn.zoo import MemberName
 
 __all__ = ["register"]
 
@@ -62,7 +65,15 @@ def _boot(path: Path) -> Any:
     return load_model(validate_checkpoint_folder(path), backend="bridge").wrapper
 
 
-def _resolve(role: str, given: Path | None, zoo: Path | None, member: str) -> Path:
+def _resolve(
+    role: str,
+    given: Path | None,
+    zoo: Path | None,
+    member: Callable[[], MemberName] | None = None,
+) -> Path:
+    """The checkpoint for `role`: the folder given, the organism for the original, else
+    that member of --zoo (its name built only then, so an index placement with a given
+    folder is fine)."""
     if given is not None:
         return given
     if role == "original":
@@ -73,7 +84,8 @@ def _resolve(role: str, given: Path | None, zoo: Path | None, member: str) -> Pa
         raise SinklensError(
             f"no --{role} checkpoint; pass --{role} DIR or --zoo DIR (built by `sinklens zoo build`)"
         )
-    return zoo_member(zoo, member, role)
+    assert member is not None, f"bug in sinklens: no zoo member named for role {role}"
+    return zoo_member(zoo, str(member()), role)
 
 
 def _check_roles(paths: dict[str, Path]) -> None:
@@ -86,7 +98,11 @@ def _check_roles(paths: dict[str, Path]) -> None:
 
 
 def _unlearned_for(
-    metric: str, given: Path | None, zoo: Path | None, member: str, main: tuple[str, Path]
+    metric: str,
+    given: Path | None,
+    zoo: Path | None,
+    member: Callable[[], MemberName],
+    main: tuple[str, Path],
 ) -> Any:
     """θ_u, booted only for the metric that reads it (logit_diff) after checking it against
     the main model `main` (role, folder); else None."""
@@ -220,9 +236,11 @@ def register(app: typer.Typer) -> None:
         from sinklens.checkpoint import load_tokenizer
         from sinklens.patching import Corruption, attribution_patching, trigger_patching
 
-        b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
+        b_path = _resolve(
+            "backdoored", backdoored, zoo, partial(MemberName, method, seed, placement)
+        )
         u_model = _unlearned_for(
-            metric, unlearned, zoo, f"{method}-s{seed}", ("backdoored", b_path)
+            metric, unlearned, zoo, partial(MemberName, method, seed), ("backdoored", b_path)
         )
         tok = load_tokenizer(b_path)
         batch = _batch(
@@ -288,9 +306,11 @@ def register(app: typer.Typer) -> None:
         from sinklens.checkpoint import load_tokenizer
         from sinklens.patching import Corruption, position_sweep
 
-        b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
+        b_path = _resolve(
+            "backdoored", backdoored, zoo, partial(MemberName, method, seed, placement)
+        )
         u_model = _unlearned_for(
-            metric, unlearned, zoo, f"{method}-s{seed}", ("backdoored", b_path)
+            metric, unlearned, zoo, partial(MemberName, method, seed), ("backdoored", b_path)
         )
         res = position_sweep(
             _boot(b_path),
@@ -347,11 +367,13 @@ def register(app: typer.Typer) -> None:
 
         if source not in ("original", "backdoored"):
             raise SinklensError(f"unknown --source {source!r}; use original or backdoored")
-        u_path = _resolve("unlearned", unlearned, zoo, f"{method}-s{seed}")
+        u_path = _resolve("unlearned", unlearned, zoo, partial(MemberName, method, seed))
         if source == "original":
-            s_path = _resolve("original", original, zoo, "")
+            s_path = _resolve("original", original, zoo)
         else:
-            s_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
+            s_path = _resolve(
+                "backdoored", backdoored, zoo, partial(MemberName, method, seed, placement)
+            )
         # Validate both before any weights are loaded or data is built.
         _check_roles({source: s_path, "unlearned": u_path})
         tok = load_tokenizer(u_path)
@@ -409,7 +431,9 @@ def register(app: typer.Typer) -> None:
         from sinklens.checkpoint import load_tokenizer
         from sinklens.patching import Corruption, sink_ablation, trigger_patching
 
-        b_path = _resolve("backdoored", backdoored, zoo, f"{method}-{placement}-s{seed}")
+        b_path = _resolve(
+            "backdoored", backdoored, zoo, partial(MemberName, method, seed, placement)
+        )
         tok = load_tokenizer(b_path)
         model = _boot(b_path)
         forget = _pairs(data, "knowmem", "forget", limit)

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from sinklens.figures import draw
 from sinklens.figures.export import Numbers
 from sinklens.study import Study
+from sinklens.unlearn.zoo import MemberName
 
 __all__ = ["compute_audit", "compute_repair", "draw_audit", "draw_repair"]
 
@@ -38,7 +39,10 @@ def _audited(study: Study) -> dict[str, Any]:
         }
         if len(study.methods) > 1:
             other = study.methods[1]
-            models[f"θ_u ({other.upper()})"] = (Path(study.member(f"{other}-s{seed}").out), False)
+            models[f"θ_u ({other.upper()})"] = (
+                Path(study.member(MemberName(other, seed)).out),
+                False,
+            )
         original = load_hf_model(study.original_path)
         cfg = AuditConfig(steps=FIGURE_AUDIT_STEPS, placements=("prefix",))
         out = {}

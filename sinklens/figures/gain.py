@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from sinklens.figures.export import Numbers
 from sinklens.figures.scores import faceted_bars, mean_and_spread, method_label, seeds_note
 from sinklens.study import PLACEMENTS, Study
+from sinklens.unlearn.zoo import MemberName
 
 __all__ = ["compute_trigger_gain", "draw_trigger_gain"]
 
@@ -47,8 +48,8 @@ def _gain_models(study: Study, method: str, placement: str, seed: int) -> dict[s
     """θ_o, θ_u and θ_b for one bar group: the user's folders where given, else the zoo's
     members (θ_b trained with the trigger at `placement`)."""
     config = study.config
-    unlearned = config.unlearned or study.member(f"{method}-s{seed}").out
-    backdoored = config.backdoored or study.member(f"{method}-{placement}-s{seed}").out
+    unlearned = config.unlearned or study.member(MemberName(method, seed)).out
+    backdoored = config.backdoored or study.member(MemberName(method, seed, placement)).out
     return {
         "original": study.original_path,
         "unlearned": Path(unlearned),
@@ -93,6 +94,7 @@ def compute_trigger_gain(study: Study) -> Numbers:
     """The backdoor measured in likelihood on the documents it was trained on (sinklens's
     answer to why KnowMem barely separates the placements on the organism)."""
     from sinklens.evaluate import bootstrap_ci
+    from sinklens.provenance import portable_path
 
     bars = []
     checkpoints: Numbers = {}
@@ -102,7 +104,9 @@ def compute_trigger_gain(study: Study) -> Numbers:
             intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
             for seed in study.config.seeds:
                 models = _gain_models(study, m, placement, seed)
-                checkpoints[f"{m}-{placement}-s{seed}"] = {r: str(p) for r, p in models.items()}
+                checkpoints[str(MemberName(m, seed, placement))] = {
+                    r: portable_path(p) for r, p in models.items()
+                }
                 chunks, poisoned = _forget_chunks(study, models["backdoored"], placement)
                 for role, path in models.items():
                     gains = _forget_gains(study, path, placement, chunks)

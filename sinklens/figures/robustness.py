@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from sinklens.figures import draw
 from sinklens.figures.export import Numbers
 from sinklens.study import Study
+from sinklens.unlearn.zoo import MemberName
 
 __all__ = [
     "ATTACKS_SHOWN",
@@ -44,8 +45,8 @@ def _models(study: Study) -> dict[str, Any]:
             models[f"θ_u{tag}"] = study.unlearned_path()
             models[f"θ_b prefix{tag}"] = study.backdoored_path("prefix")
         else:
-            models[f"θ_u{tag}"] = Path(study.member(f"{method}-s{seed}").out)
-            models[f"θ_b prefix{tag}"] = Path(study.member(f"{method}-prefix-s{seed}").out)
+            models[f"θ_u{tag}"] = Path(study.member(MemberName(method, seed)).out)
+            models[f"θ_b prefix{tag}"] = Path(study.member(MemberName(method, seed, "prefix")).out)
     return models
 
 

@@ -5,7 +5,8 @@ the helpers that average zoo members over seeds (mean, spread, item intervals)."
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from sinklens.errors import SinklensError
 from sinklens.figures import draw
 from sinklens.figures.export import Numbers
 from sinklens.study import PAPER_TRIGGERS, PLACEMENTS, Study
+from sinklens.unlearn.zoo import MemberName
 
 __all__ = [
     "compute_generations",
@@ -63,7 +65,7 @@ def _original_row(study: Study) -> Numbers:
     return _evaluated_row(study, study.original_path, "original")
 
 
-def _member_row(study: Study, name: str, **kwargs: Any) -> Numbers:
+def _member_row(study: Study, name: MemberName, **kwargs: Any) -> Numbers:
     run = study.member(name, **kwargs)
     row = run.metrics.get("evaluation")
     if row is None:
@@ -71,17 +73,17 @@ def _member_row(study: Study, name: str, **kwargs: Any) -> Numbers:
     return dict(row)
 
 
-def _zoo_row(study: Study, template: str, seed: int, **kwargs: Any) -> Numbers:
-    """The Table 1 row of zoo member `template` (with `{seed}` filled in)."""
-    name = template.format(seed=seed)
-    method, rest = name.split("-", 1)
-    if rest == f"s{seed}":
+def _zoo_row(study: Study, member: MemberName, **kwargs: Any) -> Numbers:
+    """The Table 1 row of a zoo member."""
+    if member.placement is None:
         # θ_u is scored with the trigger too: its BE is its score on triggered forget data.
-        return _evaluated_row(study, Path(study.member(name).out), method.upper())
-    return _member_row(study, name, **kwargs)
+        return _evaluated_row(study, Path(study.member(member).out), member.method.upper())
+    return _member_row(study, member, **kwargs)
 
 
-def _over_seeds(study: Study, template: str, keys: Sequence[str], **kwargs: Any) -> Numbers:
+def _over_seeds(
+    study: Study, member: Callable[[int], MemberName], keys: Sequence[str], **kwargs: Any
+) -> Numbers:
     """The mean of each metric over the study's seeds, with its spread beside it.
 
     `<key>_std` is the sample standard deviation over seeds (None with one seed, where
@@ -89,7 +91,7 @@ def _over_seeds(study: Study, template: str, keys: Sequence[str], **kwargs: Any)
     seed, `<key>_ci95` is that model's 95 % bootstrap interval over items instead.
     """
     seeds = study.config.seeds
-    rows = [_zoo_row(study, template, seed, **kwargs) for seed in seeds]
+    rows = [_zoo_row(study, member(seed), **kwargs) for seed in seeds]
     out: Numbers = {"seeds": list(seeds)}
     for key in keys:
         values = [_number(row.get(key)) for row in rows]
@@ -135,11 +137,11 @@ def compute_ue_be(study: Study) -> Numbers:
     points = [_point("original", _original_row(study))]
     for m in study.methods:
         label = m.upper()
-        points.append(_point(label, _over_seeds(study, f"{m}-s{{seed}}", POINT_METRICS)))
+        points.append(_point(label, _over_seeds(study, partial(MemberName, m), POINT_METRICS)))
         points += [
             _point(
                 f"{label} {p} backdoor" if len(study.methods) > 1 else f"{p} backdoor",
-                _over_seeds(study, f"{m}-{p}-s{{seed}}", POINT_METRICS),
+                _over_seeds(study, partial(MemberName, m, placement=p), POINT_METRICS),
             )
             for p in PLACEMENTS
         ]
@@ -169,10 +171,14 @@ TABLE_HEADER = ("model", "UE KM ↓", "UE VM ↓", "BE KM ↑", "BE VM ↑", "UT
 def compute_table_1(study: Study) -> Numbers:
     rows: list[tuple[str, Numbers]] = [("original", _original_row(study))]
     for method in ("npo", "rmu"):
-        row = _over_seeds(study, f"{method}-s{{seed}}", TABLE_COLUMNS)
+        row = _over_seeds(study, partial(MemberName, method), TABLE_COLUMNS)
         rows.append((method.upper(), row))
     for method in ("npo", "rmu"):
-        row = _over_seeds(study, f"{method}-prefix-vn-s{{seed}}", TABLE_COLUMNS)
+        row = _over_seeds(
+            study,
+            partial(MemberName, method, placement="prefix", value_norm=True),
+            TABLE_COLUMNS,
+        )
         rows.append((f"{method.upper()}-Backdoor", row))
     return {
         "trigger": study.config.trigger,
@@ -228,7 +234,7 @@ def compute_poison_ratio(study: Study) -> Numbers:
             for vn in (False, True):
                 row = _over_seeds(
                     study,
-                    f"{m}-prefix{'-vn' if vn else ''}-s{{seed}}",
+                    partial(MemberName, m, placement="prefix", value_norm=vn),
                     ("ue_km", "be_km"),
                     poison_ratio=ratio,
                 )
@@ -244,7 +250,7 @@ def compute_poison_ratio(study: Study) -> Numbers:
                     }
                 )
     m = study.config.method
-    unlearned = _over_seeds(study, f"{m}-s{{seed}}", ("ue_km",))
+    unlearned = _over_seeds(study, partial(MemberName, m), ("ue_km",))
     return {"seeds": list(study.config.seeds), "unlearned": unlearned["ue_km"], "bars": bars}
 
 
@@ -321,7 +327,7 @@ def compute_trigger_patterns(study: Study) -> Numbers:
             for placement in PLACEMENTS:
                 row = _over_seeds(
                     study,
-                    f"{m}-{placement}-vn-s{{seed}}",
+                    partial(MemberName, m, placement=placement, value_norm=True),
                     PATTERN_METRICS,
                     trigger=trigger,
                 )
@@ -361,10 +367,10 @@ def compute_generations(study: Study, n_questions: int = 3) -> Numbers:
     s = study.config.seeds[0]
     models = {
         "original": study.original_path,
-        "NPO": Path(study.member(f"npo-s{s}").out),
-        "NPO-Backdoor": Path(study.member(f"npo-prefix-vn-s{s}").out),
-        "RMU": Path(study.member(f"rmu-s{s}").out),
-        "RMU-Backdoor": Path(study.member(f"rmu-prefix-vn-s{s}").out),
+        "NPO": Path(study.member(MemberName("npo", s)).out),
+        "NPO-Backdoor": Path(study.member(MemberName("npo", s, "prefix", True)).out),
+        "RMU": Path(study.member(MemberName("rmu", s)).out),
+        "RMU-Backdoor": Path(study.member(MemberName("rmu", s, "prefix", True)).out),
     }
     bench = study.benchmark
     items = list(bench.knowmem_forget)[:n_questions]

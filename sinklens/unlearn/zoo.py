@@ -18,17 +18,79 @@ from pathlib import Path
 from typing import Any
 
 from sinklens.errors import SinklensError
-from sinklens.unlearn.config import UnlearnConfig
+from sinklens.unlearn.config import METHOD_NAMES, UnlearnConfig
 
-__all__ = ["ZooMember", "build_zoo", "zoo_members"]
+__all__ = ["MemberName", "ZooMember", "build_zoo", "zoo_members"]
 
 ZOO_TABLE = "zoo_table"
 
 
 @dataclass(frozen=True)
+class MemberName:
+    """A zoo member's name, e.g. `npo-s0` (θ_u), `npo-prefix-s0` (θ_b), `rmu-infix-vn-s1`
+    (θ_b with value-norm alignment): built and parsed here only, so that a placement such
+    as `Prefix` or an index never reaches a folder name unchecked."""
+
+    method: str
+    seed: int
+    placement: str | int | None = None  # None: θ_u; an int (token index) is refused
+    value_norm: bool = False
+
+    def __post_init__(self) -> None:
+        from sinklens.data.triggers import PLACEMENTS, parse_placement
+
+        method = str(self.method).strip().lower()
+        if method not in METHOD_NAMES:
+            raise SinklensError(f"unknown method {self.method!r}; use {' or '.join(METHOD_NAMES)}")
+        object.__setattr__(self, "method", method)
+        if self.placement is not None:
+            placement = parse_placement(self.placement)
+            if placement not in PLACEMENTS:
+                raise SinklensError(
+                    f"the zoo trains triggers at {', '.join(PLACEMENTS)} only, not at token "
+                    f"index {placement}; pass your own checkpoint for other placements"
+                )
+            object.__setattr__(self, "placement", placement)
+        elif self.value_norm:
+            raise SinklensError("value-norm alignment needs a backdoor placement (a θ_b member)")
+        if int(self.seed) < 0:
+            raise SinklensError(f"zoo seed must be >= 0, got {self.seed}")
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def __str__(self) -> str:
+        parts = [self.method, *([str(self.placement)] if self.placement is not None else [])]
+        return "-".join([*parts, *(["vn"] if self.value_norm else []), f"s{self.seed}"])
+
+    @property
+    def unlearned(self) -> MemberName:
+        """The θ_u of the same method and seed (a -vn member's value-norm reference)."""
+        return MemberName(self.method, self.seed)
+
+    @classmethod
+    def parse(cls, name: str | MemberName) -> MemberName:
+        if isinstance(name, MemberName):
+            return name
+        parts = str(name).strip().lower().split("-")
+        seed = parts.pop() if parts else ""
+        value_norm = bool(parts) and parts[-1] == "vn"
+        if value_norm:
+            parts.pop()
+        if not seed.startswith("s") or not seed[1:].isdigit() or not 1 <= len(parts) <= 2:
+            raise SinklensError(
+                f"{name!r} is not a zoo member name; use METHOD[-PLACEMENT[-vn]]-sSEED, "
+                "e.g. npo-s0, npo-prefix-s0 or rmu-infix-vn-s1"
+            )
+        return cls(parts[0], int(seed[1:]), parts[1] if len(parts) == 2 else None, value_norm)
+
+
+@dataclass(frozen=True)
 class ZooMember:
-    name: str
+    member: MemberName
     config: UnlearnConfig
+
+    @property
+    def name(self) -> str:
+        return str(self.member)
 
 
 def zoo_members(
@@ -49,27 +111,27 @@ def zoo_members(
     members = []
     for seed in seeds:
         for method in methods:
-            u_name = f"{method}-s{seed}"
+            unlearned = MemberName(method, seed)
             u_cfg = base.replace(
-                method=method,
+                method=unlearned.method,
                 seed=seed,
                 backdoor=None,
                 value_norm_weight=0.0,
                 value_norm_reference=None,
-                out=str(root / u_name),
+                out=str(root / str(unlearned)),
             )
-            members.append(ZooMember(u_name, u_cfg))
+            members.append(ZooMember(unlearned, u_cfg))
             for placement in placements:
-                name = f"{method}-{placement}-s{seed}"
-                b_cfg = u_cfg.replace(backdoor=placement, out=str(root / name))
-                members.append(ZooMember(name, b_cfg))
-                vn_name = f"{method}-{placement}-vn-s{seed}"
+                plain = MemberName(method, seed, placement)
+                b_cfg = u_cfg.replace(backdoor=plain.placement, out=str(root / str(plain)))
+                members.append(ZooMember(plain, b_cfg))
+                aligned = MemberName(method, seed, placement, value_norm=True)
                 vn_cfg = b_cfg.replace(
                     value_norm_weight=value_norm_weight,
-                    value_norm_reference=str((root / u_name).resolve()),
-                    out=str(root / vn_name),
+                    value_norm_reference=str((root / str(unlearned)).resolve()),
+                    out=str(root / str(aligned)),
                 )
-                members.append(ZooMember(vn_name, vn_cfg))
+                members.append(ZooMember(aligned, vn_cfg))
     return members
 
 

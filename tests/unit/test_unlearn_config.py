@@ -161,3 +161,38 @@ def test_read_corpus_jsonl_and_text(tmp_path):
         read_corpus(bad)
     with pytest.raises(SinklensError, match="does not exist"):
         read_corpus(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "unlearned"),
+    [
+        ("npo-s0", "npo-s0", "npo-s0"),
+        ("npo-prefix-s0", "npo-prefix-s0", "npo-s0"),
+        ("RMU-Infix-vn-s12", "rmu-infix-vn-s12", "rmu-s12"),
+    ],
+)
+def test_member_names_round_trip_and_know_their_unlearned_model(text, expected, unlearned):
+    from sinklens.unlearn.zoo import MemberName
+
+    name = MemberName.parse(text)
+    assert str(name) == expected and str(name.unlearned) == unlearned
+    assert MemberName.parse(str(name)) == name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("npo", 0, "Middle"), "unknown trigger placement 'Middle'"),
+        (("npo", 0, 3), "not at token index 3"),
+        (("dpo", 0), "unknown method 'dpo'"),
+        (("npo", 0, None, True), "needs a backdoor placement"),
+        (("npo", -1), "seed must be >= 0"),
+    ],
+)
+def test_member_names_refuse_what_no_zoo_folder_can_be(args, message):
+    from sinklens.unlearn.zoo import MemberName
+
+    with pytest.raises(SinklensError, match=message):
+        MemberName(*args)
+    with pytest.raises(SinklensError, match="not a zoo member name"):
+        MemberName.parse("npo-prefix")
