@@ -248,6 +248,30 @@ __all__ = [
     "load_tokenizer",
     "local_checkpoint",
     "model_architecture",
+    "resolve_checkpoint",
     "save_hf_model",
     "validate_checkpoint_folder",
 ]
+
+
+_HUB_PATTERNS = ["*.safetensors", "*.json", "tokenizer*", "*.model", "*.txt"]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A local folder as is; a hub name such as `org/model` is downloaded (safetensors only)
+    into the Hugging Face cache first. Private checkpoints need `huggingface-cli login`."""
+    folder = local_checkpoint(path)
+    text = str(path)
+    looks_like_hub = text.count("/") == 1 and not text.startswith((".", "/", "~"))
+    if folder.exists() or not looks_like_hub:
+        return folder
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(text, allow_patterns=_HUB_PATTERNS)
+    except Exception as err:
+        raise SinklensError(
+            f"{text} is not a local folder and cannot be fetched from the hub "
+            f"({type(err).__name__}); pass a local checkpoint folder or check the name, network and token"
+        ) from None
+    return Path(str(local))

@@ -10,18 +10,42 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from sinklens.errors import SinklensError
 from sinklens.settings import DEFAULT_TRIGGER
 
-if TYPE_CHECKING:
-    from sinklens.models import ModelSet
+
+@runtime_checkable  # beartype checks these in the tests
+class RoleModel(Protocol):
+    """What the role check needs of one loaded model (a `sinklens.models.LoadedModel`)."""
+
+    path: Path
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any: ...
+
+
+@runtime_checkable
+class RoleModels(Protocol):
+    """What the role check needs of a set of models by role (a `sinklens.models.ModelSet`,
+    which imports this module, so it is named here by what it does)."""
+
+    @property
+    def models(self) -> Mapping[str, RoleModel]: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def __contains__(self, role: object) -> bool: ...
+
+    def __getitem__(self, role: str) -> RoleModel: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -43,11 +67,12 @@ class ModelSpec:
             checkpoint_fingerprint,
             load_tokenizer,
             model_architecture,
+            resolve_checkpoint,
             validate_checkpoint_folder,
         )
-        from sinklens.models import LoadedModel, resolve_checkpoint
 
-        if isinstance(model, LoadedModel):
+        if all(hasattr(model, a) for a in ("role", "path", "architecture", "fingerprint")):
+            # A sinklens.models.LoadedModel (duck-typed: models imports this module).
             return cls(
                 role or model.role,
                 str(model.path),
@@ -141,7 +166,7 @@ ORIGINAL_MARGIN_NATS = 0.1
 
 
 def forget_losses(
-    models: ModelSet, texts: Sequence[str], *, limit: int = 8, max_tokens: int = 64
+    models: RoleModels, texts: Sequence[str], *, limit: int = 8, max_tokens: int = 64
 ) -> dict[str, float]:
     """Mean next-token loss (nats) of each role on the first `limit` texts, each cut to
     `max_tokens` tokens: one batched forward per model."""
@@ -165,7 +190,7 @@ def forget_losses(
     return out
 
 
-def check_original_role(models: ModelSet, forget_texts: Sequence[str]) -> dict[str, float]:
+def check_original_role(models: RoleModels, forget_texts: Sequence[str]) -> dict[str, float]:
     """Warn when the model given as `original` looks unlearned relative to another role:
     its loss on the forget texts exceeds that role's by more than `ORIGINAL_MARGIN_NATS`.
     Returns the losses (empty when there is no original or nothing to compare)."""

@@ -37,6 +37,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from sinklens.batching import pad_id, right_pad
+from sinklens.checkpoint import resolve_checkpoint
 from sinklens.comparable import (
     ARCHITECTURE_KEYS,
     ModelSpec,
@@ -360,31 +361,6 @@ def _load_hf(path: Path, dtype: torch.dtype, device: str, device_map: Any) -> tu
                 f"checkpoint {folder} has non-finite weights in {name}; retrain or re-save it"
             )
     return model, tokenizer
-
-
-_HUB_PATTERNS = ["*.safetensors", "*.json", "tokenizer*", "*.model", "*.txt"]
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A local folder as is; a hub name such as `org/model` is downloaded (safetensors only)
-    into the Hugging Face cache first. Private checkpoints need `huggingface-cli login`."""
-    from sinklens.checkpoint import local_checkpoint
-
-    folder = local_checkpoint(path)
-    text = str(path)
-    looks_like_hub = text.count("/") == 1 and not text.startswith((".", "/", "~"))
-    if folder.exists() or not looks_like_hub:
-        return folder
-    from huggingface_hub import snapshot_download
-
-    try:
-        local = snapshot_download(text, allow_patterns=_HUB_PATTERNS)
-    except Exception as err:
-        raise SinklensError(
-            f"{text} is not a local folder and cannot be fetched from the hub "
-            f"({type(err).__name__}); pass a local checkpoint folder or check the name, network and token"
-        ) from None
-    return Path(str(local))
 
 
 def load_model(
