@@ -8,6 +8,8 @@ Positions on axes are 0-based token indices, as everywhere in sinklens.
 from __future__ import annotations
 
 import html
+import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -369,15 +371,49 @@ def table_figure(header: Sequence[str], rows: Sequence[Sequence[Any]], *, title:
         return html.escape(text, quote=False)
 
     columns: list[list[str]] = [[fmt(row[c]) for row in rows] for c in range(len(header))]
+    width = max(700, 140 * len(header))
     fig = go.Figure(
         go.Table(
             header={"values": list(header), "fill_color": "#dde5f0", "align": "left"},
             cells={"values": columns, "align": "left"},
         )
     )
+    # As tall as its rows once long cells (generated answers) wrap: plotly splits the width
+    # evenly between columns and wraps at about TABLE_CHAR_PX per character.
+    column_px = (width - 2 * TABLE_MARGIN_PX) / max(1, len(header))
+    chars = max(1, int(column_px / TABLE_CHAR_PX))
+    lines = [max(math.ceil(len(col[r]) / chars) for col in columns) for r in range(len(rows))]
+    body = sum(TABLE_ROW_PX + TABLE_LINE_PX * (n - 1) for n in lines) if lines else TABLE_ROW_PX
     fig.update_layout(
-        title=title, width=max(700, 140 * len(header)), height=120 + 32 * max(1, len(rows))
+        title=title,
+        width=width,
+        height=TABLE_TOP_PX + TABLE_ROW_PX + body,
+        margin={"l": TABLE_MARGIN_PX, "r": TABLE_MARGIN_PX, "t": TABLE_TOP_PX - 20, "b": 20},
     )
+    return fig
+
+
+# Table geometry at plotly's default 12 px cell font (measured in chromium, with room).
+TABLE_MARGIN_PX = 60
+TABLE_CHAR_PX = 7.5
+TABLE_ROW_PX = 32
+TABLE_LINE_PX = 16
+TABLE_TOP_PX = 110
+# Titles at plotly's default 17 px font are about this wide per character.
+TITLE_CHAR_PX = 8.5
+
+
+def fit_title(fig: go.Figure) -> go.Figure:
+    """Wrap a title that is wider than its figure at word boundaries (plotly never wraps
+    titles, so a long one runs off the canvas)."""
+    text, width = fig.layout.title.text, fig.layout.width
+    if not text or not width or "<br>" in text:
+        return fig
+    chars = max(20, int((width - 40) / TITLE_CHAR_PX))
+    if len(text) > chars:
+        lines = textwrap.wrap(text, chars)
+        top = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # plotly's
+        fig.update_layout(title_text="<br>".join(lines), margin_t=max(top, 60 + 30 * len(lines)))
     return fig
 
 

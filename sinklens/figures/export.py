@@ -167,6 +167,24 @@ def _find_chrome() -> str | None:
     return os.environ.get("BROWSER_PATH")
 
 
+# What a browser adds around a figure of a given size inside its frame (body margin, border).
+FRAME_SLACK_PX = 20
+
+
+def _frame_size(figure: go.Figure) -> str:
+    """The iframe's size: the figure's own, so no panel or legend is cut off or scrolled
+    out of view (a figure without a fixed size fills the width)."""
+    width, height = figure.layout.width, figure.layout.height
+    parts = [f"width:{int(width) + FRAME_SLACK_PX}px" if width else "width:100%"]
+    parts.append(f"height:{int(height) + FRAME_SLACK_PX}px" if height else "height:620px")
+    return ";".join(parts)
+
+
+def _page_width(drawn: Sequence[Drawn]) -> int:
+    widest = max((int(d.figure.layout.width or 0) for d in drawn), default=0)
+    return max(1200, widest + 2 * FRAME_SLACK_PX)
+
+
 def write_index(
     drawn: Sequence[Drawn], out_dir: str | Path, title: str = "sinklens figures"
 ) -> Path:
@@ -178,7 +196,8 @@ def write_index(
             f'<a href="{html.escape(p.name)}">{fmt}</a>' for fmt, p in sorted(item.files.items())
         )
         frame = (
-            f'<iframe src="{html.escape(item.name)}.html" loading="lazy"></iframe>'
+            f'<iframe src="{html.escape(item.name)}.html" loading="lazy" '
+            f'style="{_frame_size(item.figure)}"></iframe>'
             if "html" in item.files
             else ""
         )
@@ -189,7 +208,7 @@ def write_index(
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+        f"body{{font-family:sans-serif;max-width:{_page_width(drawn)}px;margin:auto;padding:1em}}"
         "iframe{width:100%;height:620px;border:1px solid #ddd}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>\n"
     )

@@ -38,7 +38,9 @@ class FigureSpec:
         # The verdict is computed from the numbers, so it is saved with them.
         numbers["caption"] = caption(self.name, numbers)
         text = f"{self.description} {numbers['caption']}".strip()
-        return Drawn(self.name, draw.with_subscripts(self.draw(numbers)), numbers, text)
+        return Drawn(
+            self.name, draw.with_subscripts(draw.fit_title(self.draw(numbers))), numbers, text
+        )
 
 
 FIGURES: dict[str, FigureSpec] = {

@@ -76,5 +76,5 @@ def test_each_part_imports_only_the_layers_below_it():
 def test_the_layers_are_written_down_in_the_docs():
     text = (ROOT.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
     positions = [text.find(f"`{part}`") for part in LAYERS]
-    assert -1 not in positions, [p for p, at in zip(LAYERS, positions) if at == -1]
+    assert -1 not in positions, [p for p, at in zip(LAYERS, positions, strict=True) if at == -1]
     assert positions == sorted(positions), "docs/architecture.md lists the layers out of order"
