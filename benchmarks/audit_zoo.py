@@ -131,6 +131,7 @@ def main() -> None:
     from sinklens.defend.audit import AuditConfig, audit_model, heldout_trigger_gain
     from sinklens.defend.repair import RepairConfig, repair_model
     from sinklens.evaluate import TriggerSpec, evaluate_benchmark, table1_row
+    from sinklens.provenance import to_jsonable
     from sinklens.reproduce import reproduce_config
     from sinklens.study import Study
     from sinklens.unlearn.trainer import benchmark_path_for
@@ -240,18 +241,25 @@ def main() -> None:
         "repair_be_within_005_of_ue": sum(
             abs(r["after"]["be"] - r["after"]["ue"]) <= 0.05 for r in repaired
         )
-        / max(1, len(repaired)),
+        / len(repaired)
+        if repaired
+        else None,
         "repair_ue_moved_le_005": sum(
             abs(r["after"]["ue"] - r["before"]["ue"]) <= 0.05 for r in repaired
         )
-        / max(1, len(repaired)),
+        / len(repaired)
+        if repaired
+        else None,
         "repair_ut_drop_lt_002": sum(r["before"]["ut"] - r["after"]["ut"] < 0.02 for r in repaired)
-        / max(1, len(repaired)),
+        / len(repaired)
+        if repaired
+        else None,
         "audit_seconds_max": max(m["seconds"] for m in models),
         "n_models": len(models),
     }
-    result = {"summary": summary, "models": models}
-    print(json.dumps(summary, indent=1))
+    # to_jsonable: NaN (an AUROC with no development models) is written as null.
+    result = to_jsonable({"summary": summary, "models": models})
+    print(json.dumps(result["summary"], indent=1))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
 

@@ -31,6 +31,7 @@ __all__ = [
     "check_static_export",
     "prepare_output_folder",
     "save_figures",
+    "show",
     "to_jsonable",  # lives in sinklens.provenance, the one JSON cleaner; kept here for callers
     "write_index",
 ]
@@ -215,3 +216,21 @@ def write_index(
     path = folder / "index.html"
     _atomic_write_text(path, page)
     return path
+
+
+def show(item: Drawn | go.Figure) -> None:
+    """Show a figure in a notebook twice: interactive (plotly's mimetype, which JupyterLab,
+    Notebook 7 and VS Code draw) and as a PNG, which a code-hosting site renders where it
+    runs no JavaScript; then its caption, if it has one. Without Chromium there is no PNG
+    (docs/gotchas.md)."""
+    from IPython.display import Image, Markdown, display
+
+    figure = item.figure if isinstance(item, Drawn) else item
+    # The mimetype alone: the default notebook renderer embeds all of plotly.js (3.5 MB)
+    # in the first output of every saved notebook.
+    figure.show(renderer="plotly_mimetype")
+    if _find_chrome() is not None:
+        display(Image(figure.to_image(format="png")))
+    caption = item.data.get("caption") if isinstance(item, Drawn) else None
+    if caption:
+        display(Markdown(f"*{item.description}* {caption}"))
