@@ -97,7 +97,8 @@ class ModelStudy:
     # trigger-patterns train many more members than the 90-minute CPU budget allows,
     # robustness re-scores every model after each attack, privleak needs holdout
     # documents and a model retrained without the forget set, which a real model lacks,
-    # and audit/repair run a GCG search per model (about an hour each on SmolLM2 on CPU).
+    # and audit/repair run a GCG search per model (roughly half an hour each on SmolLM2 on one
+    # CPU thread, and the audit does not separate its models: docs/defence.md).
     default_skip: tuple[str, ...] = ()
 
 
