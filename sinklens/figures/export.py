@@ -221,7 +221,7 @@ def write_index(
 def show(item: Drawn | go.Figure) -> None:
     """Show a figure in a notebook twice: interactive (plotly's mimetype, which JupyterLab,
     Notebook 7 and VS Code draw) and as a PNG, which a code-hosting site renders where it
-    runs no JavaScript; then its caption, if it has one. Without Chromium there is no PNG
+    runs no JavaScript; then its description and caption, if it has them. Without Chromium there is no PNG
     (docs/gotchas.md)."""
     from IPython.display import Image, Markdown, display
 
@@ -231,6 +231,6 @@ def show(item: Drawn | go.Figure) -> None:
     figure.show(renderer="plotly_mimetype")
     if _find_chrome() is not None:
         display(Image(figure.to_image(format="png")))
-    caption = item.data.get("caption") if isinstance(item, Drawn) else None
-    if caption:
-        display(Markdown(f"*{item.description}* {caption}"))
+    # A registry figure's description already ends with its caption (FigureSpec.make).
+    if isinstance(item, Drawn) and item.description:
+        display(Markdown(item.description))

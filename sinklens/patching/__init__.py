@@ -1,19 +1,18 @@
 """Activation patching: which heads (and positions) carry a backdoor trigger's effect.
 
 One module per job: `corruptions` (same-length corrupted runs), `metrics` (recovery
-metrics), `core` (the batched patching engine), `heads` (trigger patching, exact and
-attribution), `sweep` (trigger depth), `cross_model` and `ablation` (sink ablation).
+metrics), `core` (the engine: forwards, caches, bound metrics, one variant per forward),
+`batched` (many variants per forward, with KV reuse), `results` (provenance and JSON),
+`heads` (trigger patching, exact and attribution), `sweep` (trigger depth), `cross_model` and `ablation` (sink ablation).
 See docs/patching.md.
 """
 
 from sinklens.patching.ablation import ABLATION_MODES, SinkAblationResult, sink_ablation
 from sinklens.patching.core import (
     HeadVariants,
-    Provenance,
     bind_metric,
     cache_z,
     patched_forward,
-    save_result,
 )
 from sinklens.patching.corruptions import (
     CORRUPTION_KINDS,
@@ -40,6 +39,10 @@ from sinklens.patching.metrics import (
     answer_logprob,
     normalised_effect,
     spearman,
+)
+from sinklens.patching.results import (
+    Provenance,
+    save_result,
 )
 from sinklens.patching.sweep import SweepResult, default_depths, position_sweep, trigger_attention
 

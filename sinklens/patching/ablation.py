@@ -27,16 +27,18 @@ from torch import Tensor
 
 from sinklens.errors import SinklensError
 from sinklens.patching.core import (
-    Provenance,
     as_bridge,
     bind_metric,
     check_heads,
     forward,
-    provenance,
-    result_json,
 )
 from sinklens.patching.corruptions import PatchingBatch
 from sinklens.patching.metrics import MetricName
+from sinklens.patching.results import (
+    Provenance,
+    provenance,
+    result_json,
+)
 
 AblationMode = Literal["attention", "value"]
 ABLATION_MODES = ("attention", "value")

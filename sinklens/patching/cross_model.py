@@ -15,19 +15,23 @@ from typing import Any
 from jaxtyping import Float
 from torch import Tensor
 
+from sinklens.patching.batched import (
+    cache_target,
+    patch_every_head,
+)
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
-    Provenance,
     as_bridge,
     bind_metric,
-    cache_target,
     cache_z,
-    patch_every_head,
-    provenance,
-    result_json,
 )
 from sinklens.patching.corruptions import PatchingBatch
 from sinklens.patching.metrics import MetricName, normalised_effect
+from sinklens.patching.results import (
+    Provenance,
+    provenance,
+    result_json,
+)
 
 __all__ = ["CrossModelResult", "cross_model_patching"]
 

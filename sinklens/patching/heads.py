@@ -21,23 +21,27 @@ from jaxtyping import Float
 from torch import Tensor
 
 from sinklens.errors import SinklensError
+from sinklens.patching.batched import (
+    cache_target,
+    kv_pays_off,
+    patch_every_head,
+)
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
-    Provenance,
     as_bridge,
     bind_metric,
-    cache_target,
     cache_z,
     forward,
-    kv_pays_off,
     model_dims,
-    patch_every_head,
-    provenance,
-    result_json,
     z_name,
 )
 from sinklens.patching.corruptions import PatchingBatch
 from sinklens.patching.metrics import MetricName, normalised_effect, spearman
+from sinklens.patching.results import (
+    Provenance,
+    provenance,
+    result_json,
+)
 
 Direction = Literal["denoise", "noise"]
 DIRECTIONS = ("denoise", "noise")

@@ -26,22 +26,26 @@ from transformers import PreTrainedTokenizerBase
 
 from sinklens.data.triggers import DEFAULT_JOIN, Placement, parse_placement
 from sinklens.errors import SinklensError
+from sinklens.patching.batched import (
+    cache_target,
+    kv_pays_off,
+    patch_every_head,
+)
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
-    Provenance,
     as_bridge,
     bind_metric,
-    cache_target,
     cache_z,
     forward,
-    kv_pays_off,
     model_dims,
-    patch_every_head,
-    provenance,
-    result_json,
 )
 from sinklens.patching.corruptions import Corruption, PatchingBatch, build_batch, make_samples
 from sinklens.patching.metrics import MetricName
+from sinklens.patching.results import (
+    Provenance,
+    provenance,
+    result_json,
+)
 
 __all__ = ["SweepResult", "default_depths", "position_sweep", "trigger_attention"]
 

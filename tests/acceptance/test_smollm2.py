@@ -15,7 +15,10 @@ from sinklens.gguf import source_of
 from sinklens.metrics.reference import reference_sinks
 from sinklens.models import load_model, load_models
 from sinklens.patching import Corruption, bind_metric, build_batch, make_samples
-from sinklens.patching.core import cache_target, patch_every_head
+from sinklens.patching.batched import (
+    cache_target,
+    patch_every_head,
+)
 
 pytestmark = pytest.mark.xdist_group("smollm2")
 

@@ -26,10 +26,12 @@ from sinklens.patching import (
     sink_ablation,
     trigger_patching,
 )
-from sinklens.patching.core import (
+from sinklens.patching.batched import (
     cache_target,
-    forward,
     patch_heads_batched,
+)
+from sinklens.patching.core import (
+    forward,
     patch_heads_one_at_a_time,
 )
 
