@@ -221,8 +221,8 @@ def write_index(
 def show(item: Drawn | go.Figure) -> None:
     """Show a figure in a notebook twice: interactive (plotly's mimetype, which JupyterLab,
     Notebook 7 and VS Code draw) and as a PNG, which a code-hosting site renders where it
-    runs no JavaScript; then its description and caption, if it has them. Without Chromium there is no PNG
-    (docs/gotchas.md)."""
+    runs no JavaScript; then its description and caption, if it has them. Without
+    Chromium there is no PNG (docs/gotchas.md)."""
     from IPython.display import Image, Markdown, display
 
     figure = item.figure if isinstance(item, Drawn) else item
