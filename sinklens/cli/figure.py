@@ -93,7 +93,7 @@ def figure(
         for spec in FIGURES.values():
             typer.echo(f"{spec.name:<20} {spec.description}")
         return
-    get_figure(name)
+    get_figure(name).check_options({"layer": layer, "retrained": retrained})
     chosen_formats = _formats(formats)
     config = StudyConfig(
         original=original,

@@ -21,7 +21,11 @@ from sinklens.figures.captions import caption
 from sinklens.figures.export import Drawn, Numbers, to_jsonable
 from sinklens.study import Study
 
-__all__ = ["FIGURES", "FigureSpec", "figure_names", "get_figure"]
+__all__ = ["FIGURES", "FIGURE_OPTIONS", "FigureSpec", "figure_names", "get_figure"]
+
+# Study settings that only some figures read; `sinklens figure NAME` refuses one that NAME
+# does not (`--layer` on `sinks` would otherwise be silently ignored).
+FIGURE_OPTIONS = ("layer", "retrained")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,22 @@ class FigureSpec:
     description: str
     compute: Callable[[Study], Numbers]
     draw: Callable[[Numbers], go.Figure]
+    options: tuple[str, ...] = ()  # which of FIGURE_OPTIONS it reads
+
+    def __post_init__(self) -> None:
+        unknown = set(self.options) - set(FIGURE_OPTIONS)
+        assert not unknown, f"bug in sinklens: figure {self.name} declares {unknown}"
+
+    def check_options(self, given: dict[str, object]) -> None:
+        """Refuse, in one line, a figure-specific option this figure does not read."""
+        for option, value in given.items():
+            if value is not None and option not in self.options:
+                users = [n for n, s in FIGURES.items() if option in s.options]
+                flag = "--" + option.replace("_", "-")
+                raise SinklensError(
+                    f"figure {self.name} does not use {flag}; drop it (figures that use it: "
+                    f"{', '.join(users)})"
+                )
 
     def make(self, study: Study) -> Drawn:
         key = ("figure-numbers", self.compute.__module__, self.compute.__name__)
@@ -57,12 +77,14 @@ FIGURES: dict[str, FigureSpec] = {
             "Fig. 3: attention difference maps, original vs backdoored, prefix vs infix.",
             attention.compute_attention_difference,
             attention.draw_attention_difference,
+            options=("layer",),
         ),
         FigureSpec(
             "attn-diff-heads",
             "Fig. 3, per head: ΔA of the prefix-backdoored model for every head.",
             attention.compute_attention_difference,
             attention.draw_attention_difference_heads,
+            options=("layer",),
         ),
         FigureSpec(
             "logits-by-position",
@@ -75,6 +97,7 @@ FIGURES: dict[str, FigureSpec] = {
             "Fig. 5: Pearson correlation of sink-token value norms with bootstrap CIs.",
             attention.compute_value_norms,
             attention.draw_value_norms,
+            options=("layer",),
         ),
         FigureSpec(
             "poison-ratio",
@@ -129,6 +152,7 @@ FIGURES: dict[str, FigureSpec] = {
             "New: MUSE's PrivLeak (Min-40% membership inference) against the retrained model.",
             robustness.compute_privleak,
             robustness.draw_privleak,
+            options=("retrained",),
         ),
         FigureSpec(
             "audit",

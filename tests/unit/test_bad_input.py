@@ -191,3 +191,16 @@ def test_warnings_reach_the_cli_user_as_one_line():
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert err and all(line.startswith("warning: ") for line in err), err
     assert any("identical" in line for line in err), err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["figure", "sinks", "--layer", "31"], "figure sinks does not use --layer"),
+        (["figure", "ue-be", "--retrained", "."], "figure ue-be does not use --retrained"),
+    ],
+)
+def test_a_figure_refuses_an_option_it_does_not_use(capsys, tmp_path, args, message):
+    out = tmp_path / "figs"
+    assert message in _one_line_error(capsys, [*args, "--out", str(out)])
+    assert not out.exists()
