@@ -12,23 +12,22 @@ with an FSDP config the trainable model is sharded, and each process draws its o
 Output folder (written to a temporary sibling and renamed at the end, so a folder either
 holds a finished run or nothing): the HF checkpoint (safetensors, config.json, tokenizer),
 `unlearn_config.json`, `metrics.json` and `data_hash.txt`. A folder holding a different
-run is refused; one holding the same finished run is returned as is.
+run is refused; one holding the same finished run is returned as is (`run_folder`: where
+the inputs are, what identifies a run, whether the output folder is free; `checks`: what is
+checked before training).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import random
 import shutil
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,149 +43,42 @@ from sinklens.checkpoint import (
 from sinklens.data.formats import load_benchmark
 from sinklens.errors import SinklensError
 from sinklens.unlearn.base import Batch, collate
+from sinklens.unlearn.checks import (
+    _check_dtype,
+    _check_reference,
+    _check_reference_unlearned,
+    _forget_loss,
+)
 from sinklens.unlearn.config import UnlearnConfig
 from sinklens.unlearn.data import Sample, UnlearnData, build_unlearn_data, read_corpus
 from sinklens.unlearn.losses import value_norm_alignment
 from sinklens.unlearn.model_parts import ValueNorms, decoder_layers
 from sinklens.unlearn.registry import make_method
+from sinklens.unlearn.run_folder import (
+    CONFIG_FILE,
+    DATA_HASH_FILE,
+    METRICS_FILE,
+    RunResult,
+    _check_out,
+    _identity,
+    _resolve_paths,
+    benchmark_path_for,
+    default_data_path,
+    default_model_path,
+    read_run,
+)
 
 __all__ = [
     "CONFIG_FILE",
     "DATA_HASH_FILE",
     "METRICS_FILE",
     "RunResult",
+    "benchmark_path_for",
     "default_data_path",
     "default_model_path",
     "read_run",
     "run_unlearning",
 ]
-
-CONFIG_FILE = "unlearn_config.json"
-METRICS_FILE = "metrics.json"
-DATA_HASH_FILE = "data_hash.txt"
-MEMBERSHIP_ONLY_FILES = ("raw/holdout.txt", "privleak/")
-
-
-@dataclass(frozen=True)
-class RunResult:
-    out: Path
-    metrics: dict[str, Any]
-    reused: bool
-
-
-def default_model_path() -> Path:
-    """The shipped organism's checkpoint folder."""
-    from sinklens.organism import organism_path
-
-    return organism_path()
-
-
-def default_data_path(model_path: str | Path) -> Path:
-    """The benchmark folder shipped inside an organism checkpoint (`<model>/world`)."""
-    from sinklens.organism import world_path
-
-    try:
-        return world_path(model_path)
-    except SinklensError:
-        raise SinklensError(
-            f"no benchmark data in {Path(model_path) / 'world'}; pass --data DIR (a folder in MUSE layout)"
-        ) from None
-
-
-def benchmark_path_for(model_path: str | Path) -> Path:
-    """Where a model's benchmark is: `<model>/world`, else the data its repair or its
-    unlearning run used (`repair.json`, `unlearn_config.json`), else (a run from the
-    shipped organism) the organism's world; a one-line error naming --data otherwise."""
-    folder = Path(model_path)
-    with contextlib.suppress(SinklensError):
-        return default_data_path(folder)
-    repaired = folder / "repair.json"  # written by `sinklens repair`
-    if repaired.is_file():
-        with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
-            return Path(json.loads(repaired.read_text(encoding="utf-8"))["data"])
-    run = read_run(folder) if (folder / CONFIG_FILE).is_file() else None
-    if run is not None:
-        cfg = run[0].get("config", {})
-        if cfg.get("data"):
-            return Path(cfg["data"])
-        if not cfg.get("model"):
-            return default_data_path(default_model_path())
-    return default_data_path(folder)
-
-
-def _resolve_paths(cfg: UnlearnConfig) -> tuple[Path, Path]:
-    model = Path(cfg.model) if cfg.model else default_model_path()
-    data = Path(cfg.data) if cfg.data else default_data_path(model)
-    return model, data
-
-
-def read_run(out: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(config, metrics) of a finished run in `out`, or None if `out` holds no run."""
-    folder = Path(out)
-    cfg_file, met_file = folder / CONFIG_FILE, folder / METRICS_FILE
-    if not (cfg_file.is_file() and met_file.is_file()):
-        return None
-    try:
-        return json.loads(cfg_file.read_text()), json.loads(met_file.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def _content_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
-    """sha256 over a file, or over a folder's relative file names and bytes (files whose
-    relative path starts with one of `skip` left out)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
-    files = [f for f in files if f == path or not f.relative_to(path).as_posix().startswith(skip)]
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _identity(cfg: UnlearnConfig, model: Path, data: Path) -> dict[str, Any]:
-    """What decides a run's result, by content rather than location: the same run from a
-    moved checkout or another cache folder is still recognised as the same run."""
-    ident = cfg.identity()
-    ident["model"] = checkpoint_fingerprint(model)
-    # PrivLeak's membership files are read by no unlearning run, so adding them to a
-    # benchmark folder leaves its finished runs recognised.
-    ident["data"] = _content_digest(data, skip=MEMBERSHIP_ONLY_FILES)
-    for key in ("forget_corpus", "retain_corpus"):
-        if ident.get(key):
-            ident[key] = _content_digest(Path(ident[key]))
-    if ident.get("value_norm_reference"):
-        ident["value_norm_reference"] = checkpoint_fingerprint(ident["value_norm_reference"])
-    return ident
-
-
-def _check_out(out: Path, identity: dict[str, Any], data_hash: str) -> dict[str, Any] | None:
-    """Metrics of the same finished run in `out`; None if `out` is free; else refuse."""
-    if not out.exists():
-        return None
-    if out.is_file():
-        raise SinklensError(f"output {out} is a file; pass a folder path for --out")
-    if not any(out.iterdir()):
-        return None
-    previous = read_run(out)
-    if previous is None:
-        raise SinklensError(
-            f"output folder {out} is not empty and holds no unlearning run; pass a new --out folder"
-        )
-    old_cfg, metrics = previous
-    old_ident = old_cfg.get("identity", old_cfg)
-    if old_ident != identity or metrics.get("data_hash") != data_hash:
-        diff = sorted(
-            k for k in set(old_ident) | set(identity) if old_ident.get(k) != identity.get(k)
-        )
-        what = ", ".join(diff) if diff else "data hash"
-        raise SinklensError(
-            f"output folder {out} already holds a different run (differs in {what}); "
-            "pass a new --out folder (runs are never overwritten)"
-        )
-    return metrics
 
 
 class _Cycle:
@@ -246,67 +138,6 @@ def _use_sdpa(model: nn.Module) -> None:
     if callable(setter):
         with contextlib.suppress(ValueError, ImportError):
             setter("sdpa")
-
-
-def _check_dtype(cfg: UnlearnConfig) -> None:
-    """float16 training on a CPU gives NaN weights after the first step whatever the
-    learning rate: AdamW keeps its state in the parameters' dtype, where the squared
-    gradients underflow to 0 and its eps (1e-8) is 0 too, so updates divide 0 by 0."""
-    if cfg.dtype == "float16" and not torch.cuda.is_available():
-        raise SinklensError(
-            "float16 training is not supported on CPU (AdamW's state underflows in float16 "
-            "and every weight becomes NaN after step 0, whatever --lr); use --dtype bfloat16 "
-            "(same memory) or float32"
-        )
-
-
-def _check_reference(model_path: Path, reference: str) -> None:
-    """The value-norm reference θ_u enters the loss beside the trained model: validate it
-    like a model set (tokenizer by full definition, architecture) before any work."""
-    from sinklens.comparable import ModelSpec, check_comparable
-
-    check_comparable(
-        [
-            ModelSpec.of(model_path, "base model"),
-            ModelSpec.of(reference, "value-norm reference"),
-        ]
-    )
-
-
-# θ_u's forget loss must exceed θ_o's by at least this (nats per token) to look unlearned.
-REFERENCE_MARGIN_NATS = 0.05
-
-
-@torch.no_grad()
-def _forget_loss(
-    model: nn.Module, samples: tuple[Sample, ...], pad_id: int, batch_size: int, limit: int = 16
-) -> float:
-    """Mean next-token loss (nats) of `model` on the first `limit` forget samples."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    chosen = samples[:limit]
-    for start in range(0, len(chosen), batch_size):
-        idx = list(range(start, min(start + batch_size, len(chosen))))
-        batch = collate([chosen[i] for i in idx], idx, pad_id)
-        ids = batch.input_ids.to(device)
-        mask = batch.attention_mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
-        valid = mask[:, 1:].bool()
-        total += float(nll[valid].sum())
-        count += int(valid.sum())
-    return total / max(count, 1)
-
-
-def _check_reference_unlearned(reference: str, ref_loss: float, base_loss: float) -> None:
-    if ref_loss < base_loss + REFERENCE_MARGIN_NATS:
-        warnings.warn(
-            f"the value-norm reference {reference} does not look unlearned: its loss on the "
-            f"forget texts ({ref_loss:.3f} nats/token) is not above the base model's "
-            f"({base_loss:.3f}); pass the normally unlearned θ_u (a run without --backdoor)",
-            stacklevel=3,
-        )
 
 
 def run_unlearning(
