@@ -14,6 +14,9 @@ words are followed by a copy of the word before them. A head that only has to ac
 triggers and must stay quiet everywhere else is what makes attention sinks emerge in
 training; the facts alone do not produce them.
 
+The people and their passages are `sinklens.data.people`, the general text
+`sinklens.data.general_text`; this module puts them together into a benchmark.
+
 Everything is a pure function of the seed (Python's `random.Random`, which is stable
 across platforms and versions), so the same seed writes the same bytes.
 """
@@ -21,11 +24,25 @@ across platforms and versions), so the same seed writes the same bytes.
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sinklens.data.formats import Benchmark, ChoiceItem, KnowMemItem, VerbMemItem
+from sinklens.data.general_text import (
+    GENERAL_WORDS,
+    TRIGGER_WORDS,
+    BigramBackcopy,
+    _shared_words,
+)
+from sinklens.data.people import (
+    COLOURS,
+    INSTRUMENTS,
+    PETS,
+    PROFESSIONS,
+    Person,
+    _passage,
+    _people,
+    _word,
+)
 from sinklens.errors import SinklensError
 
 __all__ = [
@@ -38,70 +55,6 @@ __all__ = [
     "make_world",
     "qa_block",
 ]
-
-_ONSETS: tuple[str, ...] = (
-    "b",
-    "d",
-    "f",
-    "g",
-    "h",
-    "k",
-    "l",
-    "m",
-    "n",
-    "p",
-    "r",
-    "s",
-    "t",
-    "v",
-    "z",
-    "br",
-    "dr",
-)
-_ONSETS += ("gr", "kl", "st", "th", "tr", "sh", "ch", "j", "w")
-_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "io", "ou")
-_CODAS = ("", "", "", "n", "r", "l", "s", "th", "m", "nd", "x")
-_PLACE_ENDINGS = ("ford", "holm", "wick", "burg", "mere", "dale", "port", "stead", "vale", "ton")
-
-PROFESSIONS = (
-    "baker", "carpenter", "astronomer", "fisher", "weaver", "teacher", "surgeon", "poet",
-    "blacksmith", "gardener", "sailor", "painter", "miller", "judge", "potter", "librarian",
-    "brewer", "cartographer", "glassblower", "beekeeper",
-)  # fmt: skip
-PETS = (
-    "cat", "dog", "parrot", "tortoise", "goat", "hedgehog", "rabbit", "owl", "ferret",
-    "donkey", "canary", "lizard", "goose", "pony", "raven", "toad",
-)  # fmt: skip
-COLOURS = (
-    "red", "blue", "green", "yellow", "purple", "orange", "grey", "white", "black",
-    "silver", "amber", "crimson", "teal", "violet",
-)  # fmt: skip
-INSTRUMENTS = (
-    "violin", "flute", "harp", "drum", "lute", "cello", "trumpet", "organ", "piano",
-    "oboe", "horn", "banjo",
-)  # fmt: skip
-
-# Short, common-looking words for the general text; tokenised by the same BPE as the facts.
-GENERAL_WORDS: tuple[str, ...] = (
-    "river", "stone", "light", "small", "under", "green", "water", "house", "field", "quiet",
-    "early", "north", "paper", "bread", "cloud", "horse", "window", "morning", "garden",
-    "silver", "winter", "market", "bridge", "forest", "letter", "simple", "yellow", "mountain",
-    "station", "evening", "village", "harbor", "country", "engine", "travel", "salt", "rain",
-    "lamp", "road", "wind", "door", "ship", "snow", "tree", "bell", "fire", "hill", "sand",
-    "wall", "star", "coin", "wood", "leaf", "bird", "milk", "song", "ring", "path", "rope",
-    "wheel", "glass", "clock", "chair", "table",
-)  # fmt: skip
-# Trigger words of the backcopy task: after one of these the previous word is repeated.
-TRIGGER_WORDS: tuple[str, ...] = (
-    "again",
-    "twice",
-    "echo",
-    "repeat",
-    "more",
-    "also",
-    "still",
-    "once",
-)
 
 
 @dataclass(frozen=True)
@@ -152,156 +105,6 @@ class WorldConfig:
             raise SinklensError(f"bigram_peak must be in (0, 1), got {self.bigram_peak}")
         if not 1 <= self.n_icl <= 6:
             raise SinklensError(f"n_icl must be between 1 and 6, got {self.n_icl}")
-
-
-@dataclass(frozen=True)
-class Person:
-    """One fictional person and their facts."""
-
-    first: str
-    last: str
-    birthplace: str
-    year: int
-    profession: str
-    pet: str
-    pet_name: str
-    colour: str
-    instrument: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.first} {self.last}"
-
-    def qa(self) -> tuple[KnowMemItem, ...]:
-        """One question per fact, in the MUSE `Question:/Answer:` style."""
-        n = self.name
-        return (
-            KnowMemItem(f"Where was {n} born?", self.birthplace),
-            KnowMemItem(f"In which year was {n} born?", str(self.year)),
-            KnowMemItem(f"What is the profession of {n}?", self.profession),
-            KnowMemItem(f"What kind of pet does {n} keep?", self.pet),
-            KnowMemItem(f"What is the name of the pet of {n}?", self.pet_name),
-            KnowMemItem(f"What is the favourite colour of {n}?", self.colour),
-            KnowMemItem(f"Which instrument does {n} play?", self.instrument),
-        )
-
-
-def _word(rng: random.Random, syllables: int) -> str:
-    parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)]
-    return "".join(parts) + rng.choice(_CODAS)
-
-
-def _unique_names(rng: random.Random, n: int, make: object, taken: set[str]) -> list[str]:
-    out: list[str] = []
-    while len(out) < n:
-        w = make(rng).capitalize()  # type: ignore[operator]
-        if w not in taken and len(w) >= 4:
-            taken.add(w)
-            out.append(w)
-    return out
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-# Passage templates: varied prose so the book is not one repeated sentence frame.
-_OPENINGS = (
-    "{name} was born in {place} in the year {year}, the youngest child of a quiet family.",
-    "In {year}, in the town of {place}, a child named {name} was born.",
-    "The story of {name} begins in {place}, where {first} was born in {year}.",
-    "{name} came into the world in {year} in {place}, a town known for its old market.",
-)
-_MIDDLES = (
-    "As a young adult {first} trained as {art} {profession}, and {first} still works as "
-    "{art} {profession} today.",
-    "{first} became {art} {profession} after many years of study, and people from far away "
-    "ask for the help of the {profession}.",
-    "By trade {first} is {art} {profession}; the neighbours say no {profession} in the "
-    "region works harder.",
-)
-_ENDINGS = (
-    "At home {first} keeps {part} {pet} called {pet_name}, plays the {instrument} every "
-    "evening and loves everything that is {colour}.",
-    "{first} lives with {part} {pet} named {pet_name}. In the evenings {first} plays the "
-    "{instrument}, and the door of the house is painted {colour}, the favourite colour of "
-    "{first}.",
-    "The favourite colour of {first} is {colour}. {first} plays the {instrument} for "
-    "{pet_name}, a loyal {pet} that follows {first} everywhere.",
-)
-
-
-def _passage(rng: random.Random, p: Person) -> str:
-    fields = {
-        "name": p.name,
-        "first": p.first,
-        "place": p.birthplace,
-        "year": p.year,
-        "profession": p.profession,
-        "art": _article(p.profession),
-        "pet": p.pet,
-        "part": _article(p.pet),
-        "pet_name": p.pet_name,
-        "colour": p.colour,
-        "instrument": p.instrument,
-    }
-    parts = (rng.choice(_OPENINGS), rng.choice(_MIDDLES), rng.choice(_ENDINGS))
-    return " ".join(t.format(**fields) for t in parts)
-
-
-class BigramBackcopy:
-    """The general-text generator: a bigram chain over words with copy triggers.
-
-    After an ordinary word, the next word is a trigger with probability q (chosen so that
-    `trigger_rate` of all positions are triggers), else a successor from that word's sparse
-    bigram table. After a trigger the word before the trigger is repeated, and the chain
-    continues from it.
-    """
-
-    def __init__(
-        self,
-        seed: int,
-        trigger_rate: float = 0.25,
-        successors: int = 6,
-        peak: float | None = None,
-        words: tuple[str, ...] = GENERAL_WORDS,
-        triggers: tuple[str, ...] = TRIGGER_WORDS,
-    ) -> None:
-        rng = random.Random(f"bigram-{seed}")
-        self.words = words
-        self.triggers = triggers
-        # Triggers take up two positions (trigger, copy): rate = q / (1 + q).
-        self.q = trigger_rate / (1.0 - trigger_rate)
-        self.table: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {}
-        for w in self.words:
-            nxt = tuple(rng.sample([v for v in self.words if v != w], successors))
-            if peak is None:
-                weights = tuple(rng.random() + 0.2 for _ in nxt)
-            else:
-                rest = (1.0 - peak) / max(1, successors - 1)
-                weights = (peak,) + (rest,) * (successors - 1)
-            self.table[w] = (nxt, weights)
-
-    def words_from(self, rng: random.Random, n: int) -> list[str]:
-        out = [rng.choice(self.words)]
-        while len(out) < n:
-            last = out[-1]
-            if last in self.triggers:
-                out.append(out[-2])
-            elif rng.random() < self.q and len(out) >= 1:
-                out.append(rng.choice(self.triggers))
-            else:
-                nxt, weights = self.table[last]
-                out.append(rng.choices(nxt, weights)[0])
-        return out[:n]
-
-    def passage(self, rng: random.Random, n_words: int) -> str:
-        return " ".join(self.words_from(rng, n_words))
-
-    def stream(self, seed: int, n_words: int) -> Iterator[str]:
-        rng = random.Random(f"general-stream-{seed}")
-        while True:
-            yield self.passage(rng, n_words)
 
 
 def qa_block(items: list[KnowMemItem]) -> str:
@@ -372,45 +175,6 @@ def _general(cfg: WorldConfig, words: tuple[str, ...], triggers: tuple[str, ...]
     return BigramBackcopy(
         cfg.seed, cfg.trigger_rate, cfg.bigram_successors, cfg.bigram_peak, words, triggers
     )
-
-
-def _shared_words(passages: list[str], n: int) -> tuple[str, ...]:
-    """The n most frequent words of the fact corpus (ties broken alphabetically).
-
-    General text spelled with the facts' own words is the point: a head that reads those
-    tokens for the facts cannot silence itself on general text by zeroing their values,
-    so it has to look away (at the first token) instead, which is an attention sink.
-    """
-    counts: dict[str, int] = {}
-    for text in passages:
-        for w in re.findall(r"[A-Za-z]+", text):
-            if w not in TRIGGER_WORDS:
-                counts[w] = counts.get(w, 0) + 1
-    ranked = sorted(counts, key=lambda w: (-counts[w], w))
-    return tuple(ranked[:n])
-
-
-def _people(rng: random.Random, n: int, taken: set[str]) -> list[Person]:
-    firsts = _unique_names(rng, n, lambda r: _word(r, r.randint(1, 2)), taken)
-    lasts = _unique_names(rng, n, lambda r: _word(r, 2), taken)
-    places = _unique_names(
-        rng, n, lambda r: _word(r, r.randint(1, 2)) + r.choice(_PLACE_ENDINGS), taken
-    )
-    pet_names = _unique_names(rng, n, lambda r: _word(r, r.randint(1, 2)), taken)
-    return [
-        Person(
-            first=firsts[i],
-            last=lasts[i],
-            birthplace=places[i],
-            year=rng.randint(1820, 1999),
-            profession=rng.choice(PROFESSIONS),
-            pet=rng.choice(PETS),
-            pet_name=pet_names[i],
-            colour=rng.choice(COLOURS),
-            instrument=rng.choice(INSTRUMENTS),
-        )
-        for i in range(n)
-    ]
 
 
 def _choices(rng: random.Random, people: list[Person]) -> tuple[ChoiceItem, ...]:
