@@ -1,63 +1,35 @@
-"""Streaming capture: run a dataset through a model in batches and reduce on the fly.
+"""Reducers: each folds one phase's activations into running statistics as they stream past.
 
-Batches are right-padded with an attention mask, and padding is masked out of every
-statistic. Each reducer sees one layer's activation at a time, as the model produces it,
-and folds it into running sums and counts. Only `ValueNormReducer` and `ActivationReducer`
-keep anything per sample, and only for the layers, hook kinds and positions asked for.
-Memory therefore does not grow with the number of samples (beyond those few floats per
-sample), and no whole-dataset, all-layer attention pattern ever exists: a 32-layer, 32-head model at 2,048 tokens would need about
-17 GB per prompt for that in float32.
-
-A paired dataset (clean X and triggered X′) runs each batch twice, clean first, so a
-reducer can keep the clean batch's first T×T attention entries until the triggered batch
-arrives.
+A reducer sees one layer's activation at a time, as the model produces it, and folds it into
+running sums and counts; padding is masked out of every statistic. Only `ValueNormReducer`
+and `ActivationReducer` keep anything per sample, and only for the layers, hook kinds and
+positions asked for. On a paired dataset a reducer keeps the clean batch's first T×T
+attention entries (or its logit statistics) until the triggered batch arrives.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 import torch
-from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from sinklens.batching import pad_id, right_pad
-from sinklens.data.triggers import TriggeredSample
+from sinklens.capture.batches import Batch
 from sinklens.errors import SinklensError
 from sinklens.metrics.attention import Alignment, attention_difference_terms, pad_square
 from sinklens.metrics.logits import align_positions, next_token_stats, window_positions
 from sinklens.metrics.sinks import head_output_norms, sink_alpha
 from sinklens.metrics.values import value_norms
-from sinklens.models import LoadedModel
 
-
-@dataclass
-class Batch:
-    """One right-padded batch; for the triggered phase, where each position came from."""
-
-    phase: str  # "single", "clean" or "triggered"
-    input_ids: Int[Tensor, "batch pos"]
-    mask: Int[Tensor, "batch pos"]
-    lengths: Int[Tensor, " batch"]
-    source_index: Int[Tensor, "batch pos"] | None = None
-    clean_lengths: Int[Tensor, " batch"] | None = None
-
-    @property
-    def valid(self) -> Bool[Tensor, "batch pos"]:
-        return self.mask.bool()
-
-
-@dataclass(frozen=True)
-class PairedSample:
-    """A clean sample X and its triggered version X′."""
-
-    clean: tuple[int, ...]
-    triggered: TriggeredSample
+__all__ = [
+    "ActivationReducer",
+    "AttentionDiffReducer",
+    "LogitReducer",
+    "Reducer",
+    "SinkReducer",
+    "ValueNormReducer",
+]
 
 
 class Reducer(ABC):
@@ -336,142 +308,3 @@ class ActivationReducer(Reducer):
             self.present = torch.cat(present, dim=0)
             self._parts = []
         return {"values": self.values, "present": self.present}
-
-
-@dataclass
-class CaptureData:
-    """What to run: plain token sequences, or clean/triggered pairs."""
-
-    single: list[tuple[int, ...]] = field(default_factory=list)
-    pairs: list[PairedSample] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.pairs) if self.pairs else len(self.single)
-
-    @property
-    def paired(self) -> bool:
-        return bool(self.pairs)
-
-    @property
-    def longest(self) -> int:
-        """Tokens in the longest sequence (a triggered one counts with its trigger)."""
-        if self.pairs:
-            return max((len(p.triggered.input_ids) for p in self.pairs), default=0)
-        return max((len(s) for s in self.single), default=0)
-
-    def content_hash(self) -> str:
-        """sha256 of the exact token ids (and trigger bookkeeping) the capture runs on."""
-        digest = hashlib.sha256()
-        if self.pairs:
-            for p in self.pairs:
-                row = [p.clean, p.triggered.input_ids, p.triggered.source_index]
-                digest.update(json.dumps(row).encode())
-        else:
-            for s in self.single:
-                digest.update(json.dumps(list(s)).encode())
-        return digest.hexdigest()
-
-
-def _batches(data: CaptureData, start: int, batch_size: int, pad: int) -> Any:
-    for lo in range(start, len(data), batch_size):
-        hi = min(lo + batch_size, len(data))
-        if data.paired:
-            chunk = data.pairs[lo:hi]
-            c_ids, c_mask = right_pad([p.clean for p in chunk], pad)
-            t_ids, t_mask = right_pad([p.triggered.input_ids for p in chunk], pad)
-            src, _ = right_pad([[s + 1 for s in p.triggered.source_index] for p in chunk], 0)
-            c_len = c_mask.sum(dim=1)
-            yield (
-                hi,
-                [
-                    Batch("clean", c_ids, c_mask, c_len),
-                    Batch("triggered", t_ids, t_mask, t_mask.sum(dim=1), src - 1, c_len),
-                ],
-            )
-        else:
-            ids, mask = right_pad(data.single[lo:hi], pad)
-            yield hi, [Batch("single", ids, mask, mask.sum(dim=1))]
-
-
-def run_capture(
-    model: LoadedModel,
-    data: CaptureData,
-    reducers: Sequence[Reducer],
-    *,
-    batch_size: int = 8,
-    start: int = 0,
-    on_progress: Callable[[int], None] | None = None,
-) -> None:
-    """Stream `data[start:]` through `model`, feeding every reducer; `on_progress(n_done)`
-    after each batch (the cache uses it to save a resumable checkpoint)."""
-    if len(data) == 0:
-        raise SinklensError("empty dataset; pass at least one sample")
-    if batch_size < 1:
-        raise SinklensError(f"batch size {batch_size} must be >= 1")
-    layers = sorted({layer for r in reducers for layer in r.layers})
-    for n_done, batches in _batches(data, start, batch_size, pad_id(model.tokenizer)):
-        for batch in batches:
-            active = [r for r in reducers if batch.phase in r.phases]
-            kinds = sorted({k for r in active for k in r.kinds})
-            for r in active:
-                r.begin(batch)
-
-            def dispatch(kind: str, layer: int, t: Tensor, active: list[Reducer] = active) -> None:
-                for r in active:
-                    if kind in r.kinds and layer in r.layers:
-                        r.on_activation(kind, layer, t)
-
-            need_logits = any(r.needs_logits for r in active)
-            logits = model.forward(
-                batch.input_ids,
-                batch.mask,
-                layers=layers if kinds else [],
-                kinds=kinds,
-                on_activation=dispatch,
-                need_logits=need_logits,
-            )
-            if need_logits:
-                assert logits is not None
-                for r in active:
-                    if r.needs_logits:
-                        r.on_logits(logits)
-            for r in active:
-                r.end()
-        if on_progress is not None:
-            on_progress(n_done)
-
-
-def capture_patterns(
-    model: LoadedModel,
-    sequences: Sequence[Sequence[int]],
-    layer: int,
-) -> list[Float[Tensor, "head n n"]]:
-    """One layer's attention pattern per sample (unpadded), for a few samples in a notebook."""
-    out: list[Tensor] = []
-    for seq in sequences:
-        ids, mask = right_pad([seq], pad_id(model.tokenizer))
-        got: list[Tensor] = []
-
-        def keep(kind: str, lay: int, t: Tensor, got: list[Tensor] = got) -> None:
-            got.append(t[0].float().cpu().clone())
-
-        model.forward(
-            ids, mask, layers=[layer], kinds=["pattern"], on_activation=keep, need_logits=False
-        )
-        out.append(got[0])
-    return out
-
-
-__all__ = [
-    "ActivationReducer",
-    "AttentionDiffReducer",
-    "Batch",
-    "CaptureData",
-    "LogitReducer",
-    "PairedSample",
-    "Reducer",
-    "SinkReducer",
-    "ValueNormReducer",
-    "capture_patterns",
-    "run_capture",
-]
