@@ -62,23 +62,15 @@ from sinklens.unlearn.run_folder import (
     _check_out,
     _identity,
     _resolve_paths,
-    benchmark_path_for,
-    default_data_path,
-    default_model_path,
-    read_run,
 )
 
-__all__ = [
-    "CONFIG_FILE",
-    "DATA_HASH_FILE",
-    "METRICS_FILE",
-    "RunResult",
-    "benchmark_path_for",
-    "default_data_path",
-    "default_model_path",
-    "read_run",
-    "run_unlearning",
-]
+# The rest of `run_folder`'s public names, still importable from here.
+from sinklens.unlearn.run_folder import benchmark_path_for as benchmark_path_for
+from sinklens.unlearn.run_folder import default_data_path as default_data_path
+from sinklens.unlearn.run_folder import default_model_path as default_model_path
+from sinklens.unlearn.run_folder import read_run as read_run
+
+__all__ = ["CONFIG_FILE", "DATA_HASH_FILE", "METRICS_FILE", "RunResult", "run_unlearning"]
 
 
 class _Cycle:
