@@ -1,10 +1,13 @@
-"""Pieces shared by the subcommands: the checkpoint options whose help reads the same
-everywhere, --seeds parsing, zoo member lookup and writing a JSON result to --out."""
+"""Pieces shared by the subcommands: the options whose help reads the same everywhere,
+commands built from one options dataclass, --seeds parsing and writing a result to --out."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
@@ -31,6 +34,8 @@ TriggerJoinOpt = Annotated[
         "separating space; default) or raw (its ids spliced in with no separator).",
     ),
 ]
+BackdoorTriggerOpt = Annotated[str, Opt("--trigger", help="Backdoor trigger text.")]
+TableJsonOpt = Annotated[bool, Opt("--json", help="Print JSON instead of a table.")]
 
 
 def positive(value: float | None) -> float | None:
@@ -65,6 +70,7 @@ OverwriteOpt = Annotated[
 
 
 SEEDS_HELP = "Comma-separated seeds, e.g. 0,1,2."
+SeedsOpt = Annotated[str, Opt("--seeds", help=SEEDS_HELP)]
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -80,21 +86,54 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def zoo_member(zoo: Path, member: str, role: str) -> Path:
-    """`zoo / member`, which must be a folder; the error names the `--role` way out."""
-    path = zoo / member
-    if not path.is_dir():
-        raise SinklensError(
-            f"zoo {zoo} has no member {member}; pass --{role} DIR or build it with `sinklens zoo build`"
-        )
-    return path
-
-
 def write_json(out: Path | None, text: str) -> None:
     """Write `text` and a newline to `out` (parents created); nothing when `out` is None."""
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")
+
+
+def emit_result(result: Any, as_json: bool, out: Path | None, summary: str) -> None:
+    """Write a result's JSON (provenance included) to `out` when given, and print it with
+    --json, else print `summary`."""
+    text = result.to_json()
+    write_json(out, text)
+    typer.echo(text if as_json else summary)
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+def options_command(
+    options_type: type[OptionsT], *names: str
+) -> Callable[[Callable[[OptionsT], None]], Callable[..., None]]:
+    """Make a function of one options object into a typer command. Its options are the
+    fields `names` (space-separated, in the order --help lists them) of the dataclass
+    `options_type`, whose annotations and defaults declare them; the function gets one
+    `options_type` of their values, and the fields the command does not list keep their
+    defaults. A group of commands so declares each option once, as a field, instead of
+    again in every command's signature."""
+    hints = get_type_hints(options_type, include_extras=True)
+    defaults = {f.name: f.default for f in dataclasses.fields(options_type)}  # type: ignore[arg-type]
+    parameters = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name], annotation=hints[name]
+        )
+        for name in " ".join(names).split()
+    ]
+
+    def decorate(run: Callable[[OptionsT], None]) -> Callable[..., None]:
+        def command(**values: Any) -> None:
+            run(options_type(**values))
+
+        # typer reads the options from the signature and the help from the docstring.
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        command.__name__, command.__qualname__ = run.__name__, run.__qualname__
+        command.__module__, command.__doc__ = run.__module__, run.__doc__
+        return command
+
+    return decorate
 
 
 # The options `evaluate` and `attack` share: how a model is scored.
