@@ -109,16 +109,20 @@ def load_hf_model(
     path: str | Path,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    device_map: str | dict[str, Any] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer with eager attention, in eval mode, validated.
 
     Refuses pickled `.bin` weights unless safetensors are absent, and then loads them with
     `weights_only=True` only. Raises `SinklensError` (one line, naming the folder) for a
     missing or corrupt folder, NaN weights, or a tokenizer that does not fit the model.
+    With `device_map` (7B+ across GPUs) accelerate places the weights instead of `device`;
+    the checks are the same.
     """
     folder = validate_checkpoint_folder(path)
     has_safetensors = any(folder.glob("*.safetensors"))
     tokenizer = load_tokenizer(folder)
+    placement = {} if device_map is None else {"device_map": device_map}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder,
@@ -126,12 +130,16 @@ def load_hf_model(
             attn_implementation="eager",
             use_safetensors=has_safetensors,
             weights_only=True,
+            **placement,
         )
     except Exception as err:
+        where = "" if device_map is None else f" with device_map={device_map!r}"
         raise SinklensError(
-            f"cannot load the model in {folder} ({type(err).__name__}: {str(err)[:200]}); the weights may be corrupt, re-save them"
+            f"cannot load the model in {folder}{where} ({type(err).__name__}: {str(err)[:200]}); the weights may be corrupt, re-save them"
         ) from None
-    model = model.to(torch.device(device)).eval()  # type: ignore[arg-type]
+    if device_map is None:
+        model = model.to(torch.device(device))  # type: ignore[arg-type]
+    model = model.eval()
     _check_tokenizer_fits(model, tokenizer, folder)
     _check_finite(model, folder)
     return model, tokenizer
@@ -158,7 +166,8 @@ def _check_tokenizer_fits(
 
 def _check_finite(model: PreTrainedModel, folder: Path) -> None:
     for name, param in model.named_parameters():
-        if not torch.isfinite(param).all():
+        # Offloaded weights (device_map) sit on the meta device and have no values to check.
+        if param.device.type != "meta" and not torch.isfinite(param).all():
             raise SinklensError(
                 f"checkpoint {folder} has non-finite weights in {name}; retrain or re-save it"
             )

@@ -9,36 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from sinklens.checkpoint import model_architecture
 from sinklens.errors import SinklensError
+from sinklens.models.architectures import architecture_of, decoder_layers, get_module, split_values
 from sinklens.unlearn.losses import head_value_norms
 
-__all__ = ["LayerOutputs", "ValueNorms", "decoder_layers", "n_kv_heads"]
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of decoder blocks (`model.model.layers` for Llama/Mistral/Qwen families)."""
-    for path in ("model.layers", "model.model.layers", "transformer.h", "gpt_neox.layers"):
-        obj: object = model
-        for attr in path.split("."):
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.ModuleList):
-            return obj
-    raise SinklensError(
-        f"cannot find the decoder layers of {type(model).__name__}; use a Llama-family causal LM"
-    )
-
-
-def n_kv_heads(model: nn.Module) -> int:
-    cfg: Any = model.config
-    return int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+__all__ = ["LayerOutputs", "ValueNorms", "decoder_layers"]
 
 
 def _first(out: object) -> Tensor:
@@ -73,15 +54,20 @@ class LayerOutputs:
 class ValueNorms:
     """‖v_i‖ per key-value head at the first `n_sink` token positions of chosen layers.
 
-    Only positions [0, n_sink) of the `v_proj` output are kept (the token axis), so the
-    memory cost does not grow with sequence length.
+    Only positions [0, n_sink) of the value projection's output are kept (the token axis),
+    so the memory cost does not grow with sequence length. The projection is the family's
+    entry in `sinklens.models.ARCHITECTURES` (a fused one is split first).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[int], n_sink: int) -> None:
         blocks = decoder_layers(model)
+        parts = architecture_of(model)
         self.layers = tuple(layers)
         self.n_sink = n_sink
-        self.n_kv = n_kv_heads(model)
+        arch = model_architecture(model.config)
+        self.n_kv = arch["n_kv_heads"]
+        self._layout = parts.value_layout
+        self._dims = {k: arch[k] for k in ("n_heads", "n_kv_heads", "d_head")}
         self._store: dict[int, Tensor] = {}
         self._active = False
         self._handles = []
@@ -90,20 +76,22 @@ class ValueNorms:
                 raise SinklensError(
                     f"value-norm layer {i} does not exist; the model has layers 0..{len(blocks) - 1}"
                 )
-            v_proj = getattr(getattr(blocks[i], "self_attn", None), "v_proj", None)
-            if not isinstance(v_proj, nn.Module):
-                raise SinklensError(
-                    f"layer {i} of {type(model).__name__} has no self_attn.v_proj; "
-                    "value-norm alignment needs a Llama-family model"
-                )
-            self._handles.append(v_proj.register_forward_hook(self._hook(i)))
+            value = get_module(blocks[i], f"{parts.attn}.{parts.value}")
+            self._handles.append(value.register_forward_hook(self._hook(i)))
 
     def _hook(self, i: int):  # type: ignore[no-untyped-def]
         def hook(_module: nn.Module, _inputs: object, out: object) -> None:
             if self._active:
-                self._store[i] = _first(out)[:, : self.n_sink]
+                self._store[i] = self._values(_first(out)[:, : self.n_sink])
 
         return hook
+
+    def _values(self, out: Tensor) -> Tensor:
+        """A fused projection's values as [batch, pos, kv * d_head], like a v_proj's output."""
+        if self._layout == "separate":
+            return out
+        v = split_values(out, self._layout, **self._dims)
+        return v.reshape(*v.shape[:2], -1)
 
     @contextmanager
     def recording(self) -> Iterator[None]:
