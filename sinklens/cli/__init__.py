@@ -54,6 +54,7 @@ _COMMAND_MODULES = (
     "organism",
     "model",
     "unlearn",
+    "evaluate",
     "attack",
     "defend",
     "analyze",

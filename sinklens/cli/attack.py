@@ -53,7 +53,7 @@ def attack(
 ) -> None:
     """Score a model (UE, BE, UT) before and after an attack that might undo its unlearning."""
     from sinklens.attacks import parse_attack, run_attack
-    from sinklens.cli.unlearn import trigger_for
+    from sinklens.cli.evaluate import trigger_for
     from sinklens.data.formats import load_benchmark
     from sinklens.evaluate import evaluate_benchmark, format_table, parse_prompt_style
     from sinklens.unlearn.trainer import benchmark_path_for

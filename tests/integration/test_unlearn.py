@@ -95,10 +95,11 @@ def test_rmu_with_unknown_parameter_name_is_refused(tiny_llama_dir, tiny_bench_d
 def _app():
     import typer
 
-    from sinklens.cli.unlearn import register
+    from sinklens.cli import evaluate, unlearn
 
     app = typer.Typer()
-    register(app)
+    unlearn.register(app)
+    evaluate.register(app)
     return app
 
 
