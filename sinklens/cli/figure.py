@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from sinklens.cli.common import SEEDS_HELP as _SEEDS_HELP
-from sinklens.cli.common import parse_seeds
+from sinklens.cli.common import SEEDS_HELP, BackdoorTriggerOpt, Opt, SeedsOpt, parse_seeds
 from sinklens.data.triggers import DEFAULT_TRIGGER
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
 
-_FORMATS_HELP = "Comma-separated formats to write: html, png, pdf, json."
+# The options `figure` and `reproduce` share.
+FiguresOutOpt = Annotated[Path, Opt("--out", help="Output folder.")]
+FormatsOpt = Annotated[
+    str, Opt("--formats", help="Comma-separated formats to write: html, png, pdf, json.")
+]
+ReplaceOpt = Annotated[bool, Opt("--overwrite", help="Replace files from an earlier run.")]
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -57,32 +62,37 @@ def _progress(name: str, seconds: float) -> None:
 
 
 def figure(
-    name: str = typer.Argument(..., help="Figure name, or `list` to list them."),
-    out: Path = typer.Option(Path("figures"), "--out", help="Output folder."),
-    layer: int | None = typer.Option(None, "--layer", help="Layer to analyse (default: the last)."),
-    original: str | None = typer.Option(
-        None, "--original", help="θ_o folder (default: the organism)."
-    ),
-    unlearned: str | None = typer.Option(
-        None, "--unlearned", help="θ_u folder (default: the zoo's)."
-    ),
-    backdoored: str | None = typer.Option(
-        None, "--backdoored", help="θ_b folder (default: the zoo's)."
-    ),
-    retrained: str | None = typer.Option(
-        None,
-        "--retrained",
-        help="θ_o retrained without the forget set, for privleak (default: the organism's).",
-    ),
-    data: str | None = typer.Option(None, "--data", help="Benchmark folder (MUSE layout)."),
-    trigger: str = typer.Option(DEFAULT_TRIGGER, "--trigger", help="Backdoor trigger text."),
-    trigger_join: str = typer.Option(
-        "space", "--trigger-join", help="space (as text insertion; default) or raw (ids spliced)."
-    ),
-    n_samples: int = typer.Option(24, "--n-samples", min=1, help="Forget samples per analysis."),
-    seeds: str = typer.Option("0", "--seeds", help=_SEEDS_HELP),
-    formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files from an earlier run."),
+    name: Annotated[str, typer.Argument(help="Figure name, or `list` to list them.")],
+    out: FiguresOutOpt = Path("figures"),
+    layer: Annotated[
+        int | None, Opt("--layer", help="Layer to analyse (default: the last).")
+    ] = None,
+    original: Annotated[
+        str | None, Opt("--original", help="θ_o folder (default: the organism).")
+    ] = None,
+    unlearned: Annotated[
+        str | None, Opt("--unlearned", help="θ_u folder (default: the zoo's).")
+    ] = None,
+    backdoored: Annotated[
+        str | None, Opt("--backdoored", help="θ_b folder (default: the zoo's).")
+    ] = None,
+    retrained: Annotated[
+        str | None,
+        Opt(
+            "--retrained",
+            help="θ_o retrained without the forget set, for privleak (default: the organism's).",
+        ),
+    ] = None,
+    data: Annotated[str | None, Opt("--data", help="Benchmark folder (MUSE layout).")] = None,
+    trigger: BackdoorTriggerOpt = DEFAULT_TRIGGER,
+    trigger_join: Annotated[
+        str,
+        Opt("--trigger-join", help="space (as text insertion; default) or raw (ids spliced)."),
+    ] = "space",
+    n_samples: Annotated[int, Opt("--n-samples", min=1, help="Forget samples per analysis.")] = 24,
+    seeds: SeedsOpt = "0",
+    formats: FormatsOpt = "html,png,pdf,json",
+    overwrite: ReplaceOpt = False,
 ) -> None:
     """Draw one figure (NAME.html/.png/.pdf/.json), or list them with `figure list`."""
     from sinklens.figures.registry import FIGURES, get_figure
@@ -115,25 +125,29 @@ def figure(
 
 
 def reproduce(
-    out: Path = typer.Option(Path("figures"), "--out", help="Output folder."),
-    full: bool = typer.Option(
-        False,
-        "--full",
-        help="Three seeds (mean ± std), NPO and RMU side by side, analyses on 64 samples.",
-    ),
-    seeds: str | None = typer.Option(
-        None, "--seeds", help=_SEEDS_HELP + " Default: 0; 0,1,2 with --full."
-    ),
-    formats: str = typer.Option("html,png,pdf,json", "--formats", help=_FORMATS_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files from an earlier run."),
-    only: str | None = typer.Option(None, "--only", help="Comma-separated figures to make."),
-    skip: str | None = typer.Option(None, "--skip", help="Comma-separated figures to leave out."),
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        help="Run the study on a real model instead of the organism: smollm2 (fetched, "
-        "unlearned and backdoored on the countries benchmark on first use).",
-    ),
+    out: FiguresOutOpt = Path("figures"),
+    full: Annotated[
+        bool,
+        Opt(
+            "--full",
+            help="Three seeds (mean ± std), NPO and RMU side by side, analyses on 64 samples.",
+        ),
+    ] = False,
+    seeds: Annotated[
+        str | None, Opt("--seeds", help=SEEDS_HELP + " Default: 0; 0,1,2 with --full.")
+    ] = None,
+    formats: FormatsOpt = "html,png,pdf,json",
+    overwrite: ReplaceOpt = False,
+    only: Annotated[str | None, Opt("--only", help="Comma-separated figures to make.")] = None,
+    skip: Annotated[str | None, Opt("--skip", help="Comma-separated figures to leave out.")] = None,
+    model: Annotated[
+        str | None,
+        Opt(
+            "--model",
+            help="Run the study on a real model instead of the organism: smollm2 (fetched, "
+            "unlearned and backdoored on the countries benchmark on first use).",
+        ),
+    ] = None,
 ) -> None:
     """Build the zoo if needed and write every figure, table and an index.html."""
     from sinklens.reproduce import (

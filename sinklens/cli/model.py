@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from sinklens.cli.common import TableJsonOpt
+
 __all__ = ["register"]
 
 
@@ -18,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("list")
     def list_models(
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        as_json: TableJsonOpt = False,
     ) -> None:
         """The known real models: size, licence, whether they are on disk, and where."""
         from sinklens.real_models import REAL_MODELS, gguf_path, is_present

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from sinklens.cli.common import positive
+from sinklens.cli.common import TableJsonOpt, positive
 from sinklens.errors import SinklensError
 
 __all__ = ["register"]
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path | None = typer.Option(
             None, "--checkpoint", help="An organism folder (default: the shipped one)."
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        as_json: TableJsonOpt = False,
         measure: bool = typer.Option(
             False,
             "--measure",
