@@ -62,34 +62,29 @@ def _progress(name: str, seconds: float) -> None:
 
 
 def figure(
-    name: Annotated[str, typer.Argument(help="Figure name, or `list` to list them.")],
+    name: str = typer.Argument(..., help="Figure name, or `list` to list them."),
     out: FiguresOutOpt = Path("figures"),
-    layer: Annotated[
-        int | None, Opt("--layer", help="Layer to analyse (default: the last).")
-    ] = None,
-    original: Annotated[
-        str | None, Opt("--original", help="θ_o folder (default: the organism).")
-    ] = None,
-    unlearned: Annotated[
-        str | None, Opt("--unlearned", help="θ_u folder (default: the zoo's).")
-    ] = None,
-    backdoored: Annotated[
-        str | None, Opt("--backdoored", help="θ_b folder (default: the zoo's).")
-    ] = None,
-    retrained: Annotated[
-        str | None,
-        Opt(
-            "--retrained",
-            help="θ_o retrained without the forget set, for privleak (default: the organism's).",
-        ),
-    ] = None,
-    data: Annotated[str | None, Opt("--data", help="Benchmark folder (MUSE layout).")] = None,
+    layer: int | None = typer.Option(None, "--layer", help="Layer to analyse (default: the last)."),
+    original: str | None = typer.Option(
+        None, "--original", help="θ_o folder (default: the organism)."
+    ),
+    unlearned: str | None = typer.Option(
+        None, "--unlearned", help="θ_u folder (default: the zoo's)."
+    ),
+    backdoored: str | None = typer.Option(
+        None, "--backdoored", help="θ_b folder (default: the zoo's)."
+    ),
+    retrained: str | None = typer.Option(
+        None,
+        "--retrained",
+        help="θ_o retrained without the forget set, for privleak (default: the organism's).",
+    ),
+    data: str | None = typer.Option(None, "--data", help="Benchmark folder (MUSE layout)."),
     trigger: BackdoorTriggerOpt = DEFAULT_TRIGGER,
-    trigger_join: Annotated[
-        str,
-        Opt("--trigger-join", help="space (as text insertion; default) or raw (ids spliced)."),
-    ] = "space",
-    n_samples: Annotated[int, Opt("--n-samples", min=1, help="Forget samples per analysis.")] = 24,
+    trigger_join: str = typer.Option(
+        "space", "--trigger-join", help="space (as text insertion; default) or raw (ids spliced)."
+    ),
+    n_samples: int = typer.Option(24, "--n-samples", min=1, help="Forget samples per analysis."),
     seeds: SeedsOpt = "0",
     formats: FormatsOpt = "html,png,pdf,json",
     overwrite: ReplaceOpt = False,
@@ -126,28 +121,24 @@ def figure(
 
 def reproduce(
     out: FiguresOutOpt = Path("figures"),
-    full: Annotated[
-        bool,
-        Opt(
-            "--full",
-            help="Three seeds (mean ± std), NPO and RMU side by side, analyses on 64 samples.",
-        ),
-    ] = False,
-    seeds: Annotated[
-        str | None, Opt("--seeds", help=SEEDS_HELP + " Default: 0; 0,1,2 with --full.")
-    ] = None,
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Three seeds (mean ± std), NPO and RMU side by side, analyses on 64 samples.",
+    ),
+    seeds: str | None = typer.Option(
+        None, "--seeds", help=SEEDS_HELP + " Default: 0; 0,1,2 with --full."
+    ),
     formats: FormatsOpt = "html,png,pdf,json",
     overwrite: ReplaceOpt = False,
-    only: Annotated[str | None, Opt("--only", help="Comma-separated figures to make.")] = None,
-    skip: Annotated[str | None, Opt("--skip", help="Comma-separated figures to leave out.")] = None,
-    model: Annotated[
-        str | None,
-        Opt(
-            "--model",
-            help="Run the study on a real model instead of the organism: smollm2 (fetched, "
-            "unlearned and backdoored on the countries benchmark on first use).",
-        ),
-    ] = None,
+    only: str | None = typer.Option(None, "--only", help="Comma-separated figures to make."),
+    skip: str | None = typer.Option(None, "--skip", help="Comma-separated figures to leave out."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Run the study on a real model instead of the organism: smollm2 (fetched, "
+        "unlearned and backdoored on the countries benchmark on first use).",
+    ),
 ) -> None:
     """Build the zoo if needed and write every figure, table and an index.html."""
     from sinklens.reproduce import (
