@@ -103,7 +103,7 @@ class AnalysisOptions(CheckpointOptions):
         if self.split not in SPLITS:
             raise SinklensError(f"unknown --split {self.split!r}; use general, forget or retain")
 
-    def texts(self, texts: Any) -> list[str]:
+    def first_items(self, texts: Any) -> list[str]:
         """`texts`, cut to the first --max-items."""
         items = list(texts)
         return items if self.max_items is None else items[: self.max_items]
@@ -131,7 +131,7 @@ class AnalysisOptions(CheckpointOptions):
         """The forget texts and keywords of the analyses that set triggered texts beside
         clean ones position by position (attention-diff, logits)."""
         return {
-            "data": self.texts(bench.forget_texts),
+            "data": self.first_items(bench.forget_texts),
             **self.trigger_settings(),
             "alignment": self.alignment,
             "window": self.window or 32,
@@ -221,7 +221,7 @@ def sinks(options: AnalysisOptions, models: Any, bench: Any) -> tuple[Any, list[
     """α_k, Sink_k^ε (Gu et al.), the sink set and dormant-head scores per checkpoint."""
     from sinklens.analyze import sink_statistics
 
-    texts = options.texts(getattr(bench, f"{options.split}_texts"))
+    texts = options.first_items(getattr(bench, f"{options.split}_texts"))
     res = sink_statistics(
         models,
         texts,
@@ -293,8 +293,8 @@ def value_norms(options: AnalysisOptions, models: Any, bench: Any) -> tuple[Any,
 
     res = value_norm_correlation(
         models,
-        options.texts(bench.forget_texts),
-        options.texts(bench.retain_texts),
+        options.first_items(bench.forget_texts),
+        options.first_items(bench.retain_texts),
         layer=options.layer or -1,
         sink_positions="detect" if options.detect_sinks else options.sink_positions,
         n_boot=options.n_boot,
