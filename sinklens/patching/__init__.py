@@ -2,7 +2,8 @@
 
 One module per job: `corruptions` (same-length corrupted runs), `metrics` (recovery
 metrics), `core` (the engine: forwards, caches, bound metrics, one variant per forward),
-`batched` (many variants per forward, with KV reuse), `results` (provenance and JSON),
+`batched` (many variants per forward, with KV reuse), `target_cache` (what batched patching
+reuses of the unpatched run), `results` (provenance and JSON),
 `heads` (trigger patching, exact and attribution), `sweep` (trigger depth), `cross_model` and `ablation` (sink ablation).
 See docs/patching.md.
 """
