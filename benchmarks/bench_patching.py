@@ -219,6 +219,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from sinklens.cli.patch import _batch
+    from sinklens.data.triggers import DEFAULT_JOIN
     from sinklens.patching import (
         Corruption,
         attribution_patching,
@@ -233,7 +234,7 @@ def main() -> None:
     if args.model == "organism":
         path, pairs = _backdoored_organism(args.samples)
         tok = AutoTokenizer.from_pretrained(path)
-        batch = _batch(tok, pairs, args.trigger, "prefix", Corruption("random", 0))
+        batch = _batch(tok, pairs, args.trigger, "prefix", Corruption("random", 0), DEFAULT_JOIN)
         what = f"backdoored organism (npo-prefix-s0) {path}, KnowMem forget items"
     elif args.model == "random":
         path, pairs = _random_organism_shaped(Path(tmp.name))
@@ -249,7 +250,7 @@ def main() -> None:
     else:
         path, pairs = Path(args.model), _world_pairs(args.samples)
         tok = AutoTokenizer.from_pretrained(path)
-        batch = _batch(tok, pairs, args.trigger, "prefix", Corruption("random", 0))
+        batch = _batch(tok, pairs, args.trigger, "prefix", Corruption("random", 0), DEFAULT_JOIN)
         what = f"{path}, organism world KnowMem forget items"
     model = TransformerBridge.boot_transformers(str(path), device="cpu")
     metric = bind_metric("logprob", batch)

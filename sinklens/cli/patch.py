@@ -23,6 +23,7 @@ from sinklens.cli.common import (
     BackdoorTriggerOpt,
     Opt,
     OutOpt,
+    OverwriteOpt,
     TriggerJoinOpt,
     emit_result,
     options_command,
@@ -86,6 +87,7 @@ class PatchOptions(CheckpointOptions):
     metric: Annotated[str, Opt("--metric", help="logprob or logit_diff (needs θ_u).")] = "logprob"
     as_json: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False
     out: OutOpt = None
+    overwrite: OverwriteOpt = False
     cache: Annotated[
         bool,
         Opt("--cache", help="Also store the result in the analysis cache (under $SINKLENS_CACHE)."),
@@ -94,7 +96,7 @@ class PatchOptions(CheckpointOptions):
 
 def _patch_command(*names: str) -> Callable[[Callable[[PatchOptions], None]], Callable[..., None]]:
     """A `patch` command whose options are `names` and then the output ones."""
-    return options_command(PatchOptions, *names, "as_json out cache")
+    return options_command(PatchOptions, *names, "as_json out overwrite cache")
 
 
 # The trigger and data options, which every patch command takes in this order.
@@ -163,22 +165,23 @@ def _batch(
     corruption: Any,
     trigger_join: str,
 ) -> Any:
+    from sinklens.batching import pad_id
     from sinklens.data.triggers import parse_placement
     from sinklens.patching import build_batch, make_samples
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     samples = make_samples(
         tok, pairs, trigger, parse_placement(placement), corruption, trigger_join=trigger_join
     )
-    return build_batch(samples, pad)
+    return build_batch(samples, pad_id(tok))
 
 
 def _clean_batch(tok: Any, pairs: list[tuple[str, str]]) -> Any:
+    from sinklens.batching import pad_id
     from sinklens.patching import build_batch, make_clean_sample
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     return build_batch(
-        [make_clean_sample(tok, p, a, sample_index=i) for i, (p, a) in enumerate(pairs)], pad
+        [make_clean_sample(tok, p, a, sample_index=i) for i, (p, a) in enumerate(pairs)],
+        pad_id(tok),
     )
 
 

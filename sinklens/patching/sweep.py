@@ -24,6 +24,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from sinklens.batching import pad_id
 from sinklens.data.triggers import DEFAULT_JOIN, Placement, parse_placement
 from sinklens.errors import SinklensError
 from sinklens.patching.batched import (
@@ -140,7 +141,7 @@ def position_sweep(
         )
     _, n_heads = model_dims(model)
     effects, attention, highs, lows, hashes = [], [], [], [], []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     for depth in chosen:
         batch = build_batch(
             make_samples(tokenizer, pairs, trigger, depth, corruption, trigger_join=trigger_join),

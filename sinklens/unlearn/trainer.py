@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from sinklens import batching
 from sinklens.checkpoint import (
     checkpoint_fingerprint,
     load_hf_model,
@@ -184,9 +185,7 @@ def run_unlearning(
 
     t0 = time.perf_counter()
     model, tokenizer = load_hf_model(model_path, dtype=dtype)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    pad_id = batching.pad_id(tokenizer)
     ref_device = torch.device(cfg.reference_device) if cfg.reference_device else accelerator.device
     frozen, _ = load_hf_model(model_path, dtype=ref_dtype, device=ref_device)
     frozen.requires_grad_(False)
