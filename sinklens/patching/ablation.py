@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -39,6 +39,11 @@ from sinklens.patching.results import (
     provenance,
     result_json,
 )
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sinklens.models.loaded import LoadedModel
 
 AblationMode = Literal["attention", "value"]
 ABLATION_MODES = ("attention", "value")
@@ -77,14 +82,14 @@ def _ablate(pattern: Tensor, hook: Any, *, heads: list[int], sinks: list[int], m
 
 
 def sink_ablation(
-    model: Any,
+    model: TransformerBridge | LoadedModel,
     batches: Mapping[str, PatchingBatch],
     heads: Sequence[tuple[int, int]],
     *,
     sink_positions: Sequence[int] = (0,),
     mode: AblationMode | str = "attention",
     metric: MetricName | str = "logprob",
-    unlearned: Any | None = None,
+    unlearned: TransformerBridge | LoadedModel | None = None,
 ) -> SinkAblationResult:
     """Score every batch with and without the chosen heads' sinks; see the module docstring."""
     model = as_bridge(model)

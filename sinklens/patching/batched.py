@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -41,6 +41,9 @@ from sinklens.patching.target_cache import (
     kv_pays_off,
 )
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 __all__ = [
     "TargetCache",
     "cache_target",
@@ -56,7 +59,7 @@ def _keep(x: Tensor, hook: Any, *, start: int, stop: int) -> Tensor:
     return x[:, start:stop]
 
 
-def _block_container(model: Any) -> tuple[Any, str] | None:
+def _block_container(model: TransformerBridge) -> tuple[Any, str] | None:
     """The module and attribute name of the HF ModuleList that holds the bridge's blocks."""
     hf_model = getattr(model, "original_model", None)
     blocks = list(getattr(model, "blocks", []))
@@ -77,7 +80,7 @@ def _block_container(model: Any) -> tuple[Any, str] | None:
 
 
 @contextlib.contextmanager
-def _blocks_from(model: Any, layer: int) -> Iterator[None]:
+def _blocks_from(model: TransformerBridge, layer: int) -> Iterator[None]:
     """Run only blocks `layer`.. of the model inside this context.
 
     TransformerBridge's `start_at_layer` swaps the residual in at block k but still runs
@@ -130,7 +133,7 @@ def _first_difference(
 
 
 def _patched_from_parts(
-    model: Any,
+    model: TransformerBridge,
     target: TargetCache,
     source: Float[Tensor, "batch seq head d_head"],
     layer: int,
@@ -190,7 +193,7 @@ def _patched_from_parts(
 
 @torch.no_grad()
 def patch_heads_batched(
-    model: Any,
+    model: TransformerBridge,
     target_ids: Int[Tensor, "batch seq"],
     target_mask: Int[Tensor, "batch seq"],
     source_z: Sequence[Float[Tensor, "batch seq head d_head"]],
@@ -298,7 +301,7 @@ def patch_heads_batched(
 
 
 def _patched_by_forward(
-    model: Any,
+    model: TransformerBridge,
     target_ids: Int[Tensor, "batch seq"],
     target_mask: Int[Tensor, "batch seq"],
     source: Float[Tensor, "batch seq head d_head"],
@@ -340,7 +343,7 @@ def _patched_by_forward(
 
 
 def patch_every_head(
-    model: Any,
+    model: TransformerBridge,
     target_ids: Int[Tensor, "batch seq"],
     target_mask: Int[Tensor, "batch seq"],
     source_z: Sequence[Float[Tensor, "batch seq head d_head"]],

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -32,6 +32,11 @@ from sinklens.patching.metrics import (
     answer_logit_diff,
     answer_logprob,
 )
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sinklens.models.loaded import LoadedModel
 
 __all__ = [
     "DEFAULT_BATCH_TOKENS",
@@ -54,7 +59,7 @@ __all__ = [
 DEFAULT_BATCH_TOKENS = 16384
 
 
-def as_bridge(model: Any) -> Any:
+def as_bridge(model: Any) -> TransformerBridge:
     """A TransformerBridge, from itself or from a `sinklens.models.LoadedModel`."""
     if hasattr(model, "wrapper") and hasattr(model, "backend"):
         if model.backend != "bridge":
@@ -71,7 +76,7 @@ def as_bridge(model: Any) -> Any:
     return model
 
 
-def _device(model: Any) -> torch.device:
+def _device(model: TransformerBridge) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -79,12 +84,14 @@ def z_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
-def model_dims(model: Any) -> tuple[int, int]:
+def model_dims(model: TransformerBridge) -> tuple[int, int]:
     """(n_layers, n_heads) of a TransformerBridge."""
     return int(model.cfg.n_layers), int(model.cfg.n_heads)
 
 
-def check_heads(model: Any, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def check_heads(
+    model: TransformerBridge, heads: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """Validate (layer, head) pairs against the model; one-line error naming the range."""
     n_layers, n_heads = model_dims(model)
     out = []
@@ -100,7 +107,7 @@ def check_heads(model: Any, heads: Sequence[tuple[int, int]]) -> list[tuple[int,
 
 
 def forward(
-    model: Any,
+    model: TransformerBridge,
     ids: Int[Tensor, "batch new"] | Float[Tensor, "batch new d_model"],
     mask: Int[Tensor, "batch total"],
     hooks: Sequence[tuple[str, Callable]] = (),
@@ -130,7 +137,10 @@ def forward(
 
 @torch.no_grad()
 def _capture(
-    model: Any, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"], names: Sequence[str]
+    model: TransformerBridge,
+    ids: Int[Tensor, "batch seq"],
+    mask: Int[Tensor, "batch seq"],
+    names: Sequence[str],
 ) -> tuple[Float[Tensor, "batch seq vocab"], dict[str, list[Tensor]]]:
     """Logits and, per hook name template (`{layer}` in it), that hook's value at every layer."""
     n_layers, _ = model_dims(model)
@@ -156,7 +166,7 @@ _Z, _RESID, _MID = (
 
 
 def cache_run(
-    model: Any, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]
+    model: TransformerBridge, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]
 ) -> tuple[
     Float[Tensor, "batch seq vocab"],
     list[Float[Tensor, "batch seq head d_head"]],
@@ -168,7 +178,7 @@ def cache_run(
 
 
 def cache_z(
-    model: Any, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]
+    model: TransformerBridge, ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]
 ) -> tuple[Float[Tensor, "batch seq vocab"], list[Float[Tensor, "batch seq head d_head"]]]:
     """Logits and every layer's head outputs (`hook_z`) of one run."""
     logits, z, _ = cache_run(model, ids, mask)
@@ -215,9 +225,9 @@ class BoundMetric:
 def bind_metric(
     name: MetricName | str,
     batch: PatchingBatch,
-    unlearned: Any | None = None,
+    unlearned: TransformerBridge | LoadedModel | None = None,
     *,
-    patched: Any | None = None,
+    patched: TransformerBridge | LoadedModel | None = None,
 ) -> BoundMetric:
     """Bind `logprob` or `logit_diff` to a batch; `logit_diff` needs the unlearned model,
     whose top answer is read on the corrupted (trigger-free) input. With `patched` (the
@@ -313,7 +323,7 @@ def _replace(
 
 @torch.no_grad()
 def patched_forward(
-    model: Any,
+    model: TransformerBridge,
     target_ids: Int[Tensor, "batch seq"],
     target_mask: Int[Tensor, "batch seq"],
     source_z: Sequence[Float[Tensor, "batch seq head d_head"]],
@@ -345,7 +355,7 @@ def patched_forward(
 
 @torch.no_grad()
 def patch_heads_one_at_a_time(
-    model: Any,
+    model: TransformerBridge,
     target_ids: Int[Tensor, "batch seq"],
     target_mask: Int[Tensor, "batch seq"],
     source_z: Sequence[Float[Tensor, "batch seq head d_head"]],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaxtyping import Float
 from torch import Tensor
@@ -32,6 +32,11 @@ from sinklens.patching.results import (
     provenance,
     result_json,
 )
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sinklens.models.loaded import LoadedModel
 
 __all__ = ["CrossModelResult", "cross_model_patching"]
 
@@ -75,15 +80,15 @@ def _check_gap(source_role: str, target_role: str, high: float, low: float) -> N
 
 
 def cross_model_patching(
-    source: Any,
-    target: Any,
+    source: TransformerBridge | LoadedModel,
+    target: TransformerBridge | LoadedModel,
     batch: PatchingBatch,
     *,
     source_role: str = "original",
     target_role: str = "unlearned",
     by_position: bool = False,
     metric: MetricName | str = "logprob",
-    unlearned: Any | None = None,
+    unlearned: TransformerBridge | LoadedModel | None = None,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
 ) -> CrossModelResult:
     """Patch each head of `source` into `target`, both run on `batch.triggered_ids` (a

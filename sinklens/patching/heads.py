@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -42,6 +42,11 @@ from sinklens.patching.results import (
     provenance,
     result_json,
 )
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sinklens.models.loaded import LoadedModel
 
 Direction = Literal["denoise", "noise"]
 DIRECTIONS = ("denoise", "noise")
@@ -86,13 +91,13 @@ def runs_for(batch: PatchingBatch, direction: str) -> tuple[Tensor, Tensor, Tens
 
 
 def trigger_patching(
-    model: Any,
+    model: TransformerBridge | LoadedModel,
     batch: PatchingBatch,
     *,
     direction: Direction | str = "denoise",
     by_position: bool = False,
     metric: MetricName | str = "logprob",
-    unlearned: Any | None = None,
+    unlearned: TransformerBridge | LoadedModel | None = None,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
 ) -> HeadPatchingResult:
     """Exact, batched patching of every head's `hook_z` between triggered and corrupted runs."""
@@ -165,12 +170,12 @@ class AttributionResult:
 
 
 def attribution_patching(
-    model: Any,
+    model: TransformerBridge | LoadedModel,
     batch: PatchingBatch,
     *,
     direction: Direction | str = "denoise",
     metric: MetricName | str = "logprob",
-    unlearned: Any | None = None,
+    unlearned: TransformerBridge | LoadedModel | None = None,
 ) -> AttributionResult:
     """Attribution patching: one forward caching the source run, one forward and one
     backward at the target run. Both metrics of the unpatched runs come for free."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float
@@ -48,6 +48,11 @@ from sinklens.patching.results import (
     result_json,
 )
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sinklens.models.loaded import LoadedModel
+
 __all__ = ["SweepResult", "default_depths", "position_sweep", "trigger_attention"]
 
 
@@ -63,7 +68,9 @@ def default_depths(n_content: int) -> list[Placement]:
 
 
 @torch.no_grad()
-def trigger_attention(model: Any, batch: PatchingBatch) -> Float[Tensor, "layer head"]:
+def trigger_attention(
+    model: TransformerBridge, batch: PatchingBatch
+) -> Float[Tensor, "layer head"]:
     """Mean attention from answer-predicting queries to the trigger tokens, per head."""
     n_layers, _ = model_dims(model)
     # Query p - 1 predicts answer token p.
@@ -112,7 +119,7 @@ def _slopes(effect: Float[Tensor, "depth layer head"]) -> Float[Tensor, "layer h
 
 
 def position_sweep(
-    model: Any,
+    model: TransformerBridge | LoadedModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[tuple[str, str]],
     trigger: str,
@@ -120,7 +127,7 @@ def position_sweep(
     depths: Sequence[Placement | str] | None = None,
     corruption: Corruption | None = None,
     metric: MetricName | str = "logprob",
-    unlearned: Any | None = None,
+    unlearned: TransformerBridge | LoadedModel | None = None,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
     trigger_join: str = DEFAULT_JOIN,
 ) -> SweepResult:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -29,6 +29,9 @@ from sinklens.patching.core import (
     model_dims,
 )
 from sinklens.patching.corruptions import PatchingBatch
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = ["TargetCache", "cache_target", "kv_pays_off"]
 
@@ -47,22 +50,22 @@ class TargetCache:
     mid: list[Float[Tensor, "batch seq d_model"]] | None = None
 
 
-def _attn_out(model: Any, layer: int, z: Tensor) -> Tensor:
+def _attn_out(model: TransformerBridge, layer: int, z: Tensor) -> Tensor:
     return model.blocks[layer].attn.o(z.flatten(-2))
 
 
-def _block_tail(model: Any, layer: int, mid: Tensor) -> Tensor:
+def _block_tail(model: TransformerBridge, layer: int, mid: Tensor) -> Tensor:
     """The residual leaving block `layer`, from the residual after its attention."""
     block = model.blocks[layer]
     return mid + block.mlp(block.ln2(mid))
 
 
-def _unembed(model: Any, resid: Tensor) -> Tensor:
+def _unembed(model: TransformerBridge, resid: Tensor) -> Tensor:
     return model.unembed(model.ln_final(resid))
 
 
 def _decomposes(
-    model: Any,
+    model: TransformerBridge,
     logits: Tensor,
     z: Sequence[Tensor],
     resid: Sequence[Tensor],
@@ -92,7 +95,7 @@ def _decomposes(
 
 @torch.no_grad()
 def cache_target(
-    model: Any,
+    model: TransformerBridge,
     ids: Int[Tensor, "batch seq"],
     mask: Int[Tensor, "batch seq"],
     *,
@@ -117,7 +120,7 @@ def _alias_cache_argument(module: Any, args: tuple, kwargs: dict[str, Any]) -> A
     return None
 
 
-def _let_bridge_see_the_cache(model: Any) -> None:
+def _let_bridge_see_the_cache(model: TransformerBridge) -> None:
     """transformers 5.24 renamed the attention modules' `past_key_values` argument to
     `cache`; TransformerLens 4.3's attention bridges read only the old name, so they
     neither fill nor read a KV cache. Each attention bridge gets the cache under both."""
@@ -129,7 +132,7 @@ def _let_bridge_see_the_cache(model: Any) -> None:
 
 
 def _keys_and_values(
-    model: Any, ids: Tensor, mask: Tensor, logits: Tensor
+    model: TransformerBridge, ids: Tensor, mask: Tensor, logits: Tensor
 ) -> list[tuple[Tensor, Tensor]] | None:
     """Each layer's keys and values of the target run, or None where this model's cache
     cannot be reused: the HF model under the bridge fills no cache, or a forward of the
