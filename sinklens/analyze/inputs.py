@@ -220,4 +220,21 @@ def _capture(
         "dtype": str(model.dtype),
         "batch_size": batch_size,
     }
-    return cached_capture(model, data, reducers, settings=full, cache=cache, batch_size=batch_size)
+    from tqdm.auto import tqdm
+
+    # On a terminal only (disable=None), for captures longer than two seconds; a capture
+    # resumed from the cache starts the bar where it left off.
+    with tqdm(total=len(data), desc=f"capture {role}", unit="sample", delay=2, disable=None) as bar:
+
+        def advance(n_done: int) -> None:
+            bar.update(n_done - bar.n)
+
+        return cached_capture(
+            model,
+            data,
+            reducers,
+            settings=full,
+            cache=cache,
+            batch_size=batch_size,
+            on_batch=advance,
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -59,6 +61,25 @@ def _figure_selection(
 
 def _progress(name: str, seconds: float) -> None:
     typer.echo(f"  {name:<20} {seconds:6.1f} s", err=True)
+
+
+def _progress_of(total: int, failed: list[str]) -> Callable[[str, float], None]:
+    """Report each finished figure with how many are done and an estimate of the time left:
+    the median time of the figures so far (the first one also trains the zoo members, so a
+    mean would overstate the rest) times the figures still to come."""
+    times: list[float] = []
+
+    def report(name: str, seconds: float) -> None:
+        times.append(seconds)
+        done = len(times) + len(failed)
+        left = (total - done) * statistics.median(times)
+        eta = f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+        typer.echo(
+            f"  {name:<20} {seconds:6.1f} s  [{done}/{total}{eta if done < total else ''}]",
+            err=True,
+        )
+
+    return report
 
 
 def figure(
@@ -168,7 +189,7 @@ def reproduce(
         config,
         out,
         formats=chosen_formats,
-        on_figure=_progress,
+        on_figure=_progress_of(len(names), failed),
         names=names,
         on_start=lambda: typer.echo(
             "sinklens reproduce: computing every figure (zoo members are trained once and cached)",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sinklens.patching.core import (
     DEFAULT_BATCH_TOKENS,
@@ -245,6 +246,9 @@ def patch_heads_batched(
             parts & last_block & (variants.position < first_read)
         )
     target_value = None
+    # Shown on a terminal only (disable=None: not in CI logs or captured output), and only
+    # for runs longer than two seconds.
+    bar = tqdm(total=len(variants), desc="patching", unit="patch", delay=2, disable=None)
     for layer, first in groups:
         members = (keys == layer * (seq + 1) + first).nonzero().flatten()
         # Patches after the last position the metric reads, or that write the activation
@@ -255,6 +259,7 @@ def patch_heads_batched(
                 assert target is not None
                 target_value = float(metric(target.logits)[0])
             out[idle] = target_value
+            bar.update(len(idle))
         members = members[~unchanged[members]] if first <= last_read else members[:0]
         if not len(members):
             continue
@@ -297,6 +302,8 @@ def patch_heads_batched(
                 head = target.logits[:, first_read:offset].repeat(copies, 1, 1).to(logits.dtype)
                 logits, offset = torch.cat([head, logits], dim=1), first_read
             out[sel] = metric(logits, offset).float().cpu()
+            bar.update(len(sel))
+    bar.close()
     return out
 
 
