@@ -8,8 +8,8 @@
 
 Every function streams the data through each model once per dataset (see
 `sinklens.capture`), optionally through the on-disk cache (`cache_dir=`), and returns a
-dataclass with the numbers, the settings and the provenance (checkpoint fingerprints and
-folders, dataset hash, back end, dtype); `to_json()` serialises it (NaN becomes null).
+dataclass with the numbers, the settings and its `sinklens.provenance.Provenance` (the same
+record patching results carry); `to_json()` serialises it (NaN and ±inf become null).
 
 One module per analysis (`sinks`, `attention`, `logits`, `values`) over `inputs` (texts to
 samples and pairs, roles, layers, the capture) and `results` (the returned dataclasses).

@@ -8,9 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sinklens.analyze.results import (
-    Provenance,
-)
 from sinklens.cache import CaptureCache, cached_capture
 from sinklens.capture import (
     CaptureData,
@@ -27,6 +24,7 @@ from sinklens.data.triggers import (
 from sinklens.errors import SinklensError
 from sinklens.metrics.attention import ALIGNMENTS, Alignment
 from sinklens.models import ModelSet, resolve_layer
+from sinklens.provenance import Provenance, portable_path
 
 __all__ = [
     "VALUE_NORM_COMPARISONS",
@@ -186,14 +184,14 @@ def _provenance(
         settings = {**settings, "prefix_at": prefix_position(models.tokenizer)}
     sources = {r: source_of(models[r].path) for r in roles}
     return Provenance(
-        gguf_sources={r: s for r, s in sources.items() if s is not None},
+        checkpoints={r: portable_path(models[r].path) for r in roles},
         fingerprints={r: models[r].fingerprint for r in roles},
-        checkpoints={r: str(models[r].path) for r in roles},
         dataset_hashes={name: d.content_hash() for name, d in data.items()},
         n_samples={name: len(d) for name, d in data.items()},
+        settings=settings,
         backend=first.backend,
         dtype=str(first.dtype).removeprefix("torch."),
-        settings=settings,
+        gguf_sources={r: s for r, s in sources.items() if s is not None},
         cache=cache,
     )
 

@@ -1,17 +1,16 @@
-"""What the analyses return: one dataclass per analysis, with its settings and provenance
-(checkpoint fingerprints and folders, dataset hash, back end, dtype); `to_json()`
-serialises it (NaN becomes null)."""
+"""What the analyses return: one dataclass per analysis, with its settings and its
+`sinklens.provenance.Provenance` (checkpoints and fingerprints by role, dataset hashes and
+sample counts, back end, dtype, cache use, library versions); `to_json()` writes it through
+the one JSON writer, `sinklens.provenance.dumps` (NaN and ±inf become null)."""
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
+
+from sinklens.provenance import JsonResult, Provenance
 
 __all__ = [
     "AttentionDifference",
@@ -22,49 +21,8 @@ __all__ = [
 ]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return _jsonable(value.detach().cpu().double().tolist())
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 @dataclass
-class Provenance:
-    """Where the numbers came from: enough to reproduce or to look them up in the cache."""
-
-    fingerprints: dict[str, str]
-    checkpoints: dict[str, str]
-    dataset_hashes: dict[str, str]
-    n_samples: dict[str, int]
-    backend: str
-    dtype: str
-    settings: dict[str, Any]
-    cache: dict[str, Any] = field(default_factory=dict)
-    # Per role converted from a GGUF file: the file's name, sha256 and quantisation.
-    gguf_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-
-
-class _Result:
-    provenance: Provenance
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))  # type: ignore[call-overload]
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=True, allow_nan=False)
-
-
-@dataclass
-class SinkStatistics(_Result):
+class SinkStatistics(JsonResult):
     """Per role: mean α_k [layer, head, k], Sink_k^ε in % (all selected layers, and per
     layer), the sink set S, head output norms and dormant-head scores [layer, head]."""
 
@@ -82,7 +40,7 @@ class SinkStatistics(_Result):
 
 
 @dataclass
-class AttentionDifference(_Result):
+class AttentionDifference(JsonResult):
     """Per role: ΔA [layer, head, T, T], its head average [layer, T, T], the two mean maps
     in the same frame, and how many samples reached each cell [T, T]."""
 
@@ -105,7 +63,7 @@ class AttentionDifference(_Result):
 
 
 @dataclass
-class LogitCurves(_Result):
+class LogitCurves(JsonResult):
     """Per role and per input (`triggered` = X′, `clean` = X in X′'s frame): the mean
     true-next-token logit, log-probability and max logit per position [T], with counts."""
 
@@ -120,7 +78,7 @@ class LogitCurves(_Result):
 
 
 @dataclass
-class ValueNormCorrelation(_Result):
+class ValueNormCorrelation(JsonResult):
     """Per comparison: Pearson r per (layer, sink position) over (sample, kv head) pairs,
     with bootstrap CIs; `mean_norm[role/dataset]` is ‖v‖ averaged over samples [layer, kv, pos]."""
 

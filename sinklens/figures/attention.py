@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sinklens.figures import draw
-from sinklens.figures.export import Numbers, to_jsonable
+from sinklens.figures.export import Numbers, result_provenance
 from sinklens.study import Study
 
 __all__ = [
@@ -30,16 +30,6 @@ __all__ = [
 
 def _capture_cache(study: Study) -> Path:
     return study.cache_dir / "capture"
-
-
-def _provenance(result: Any) -> Numbers:
-    # Drop what differs between two identical runs (wall-clock time, cache hits), so that
-    # reruns write identical JSON.
-    return {
-        k: to_jsonable(v)
-        for k, v in result.provenance.__dict__.items()
-        if k not in ("created", "cache")
-    }
 
 
 def _first_layer(tensor: Any) -> np.ndarray:
@@ -70,7 +60,7 @@ def compute_sinks(study: Study) -> Numbers:
         "sink_set": {r: list(res.sink_set[r]) for r in models.roles},
         "dormant_score": {r: res.dormant_score[r] for r in models.roles},
         "first_token_is_bos": adds_bos(models.tokenizer),
-        "provenance": _provenance(res),
+        "provenance": result_provenance(res),
     }
 
 
@@ -141,7 +131,7 @@ def compute_attention_difference(study: Study) -> Numbers:
             panels[f"{role} · {placement} trigger"] = _first_layer(res.delta_head_mean[role])
             heads[f"{role} · {placement} trigger"] = _first_layer(res.delta[role])
         spans[placement] = list(res.trigger_span) if res.trigger_span else None
-        provenance[placement] = _provenance(res)
+        provenance[placement] = result_provenance(res)
     return {
         "layer": layer,
         "alignment": "absolute",
@@ -205,7 +195,7 @@ def compute_logits(study: Study) -> Numbers:
                 "triggered (D_p)": curves["triggered"]["true_logit"],
                 "clean (D_f)": curves["clean"]["true_logit"],
             }
-        provenance[placement] = _provenance(res)
+        provenance[placement] = result_provenance(res)
     return {
         "trigger": study.config.trigger,
         "prefix_trigger_span": span,
@@ -264,7 +254,7 @@ def compute_value_norms(study: Study) -> Numbers:
         "sink_positions": res.sink_positions,
         "confidence": res.confidence,
         "comparisons": comparisons,
-        "provenance": _provenance(res),
+        "provenance": result_provenance(res),
     }
 
 

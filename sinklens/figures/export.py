@@ -9,7 +9,6 @@ file where a good one was. HTML pages load one shared `plotly.min.js` from their
 from __future__ import annotations
 
 import html
-import json
 import os
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from sinklens.errors import SinklensError
-from sinklens.provenance import to_jsonable
+from sinklens.provenance import RERUN_VARYING, dumps, to_jsonable
 
 __all__ = [
     "FORMATS",
@@ -30,6 +29,7 @@ __all__ = [
     "Numbers",
     "check_static_export",
     "prepare_output_folder",
+    "result_provenance",
     "save_figures",
     "show",
     "to_jsonable",  # lives in sinklens.provenance, the one JSON cleaner; kept here for callers
@@ -50,6 +50,13 @@ class Drawn:
     data: dict[str, Any]
     description: str = ""
     files: dict[str, Path] = field(default_factory=dict)
+
+
+def result_provenance(result: Any) -> Numbers:
+    """A result's provenance as a figure records it: without the fields that differ between
+    two identical runs (`RERUN_VARYING`, so reruns write identical JSON) and without the
+    library versions and commit, which the figure's `run` records once."""
+    return result.provenance.to_dict(omit=(*RERUN_VARYING, "environment"))  # type: ignore[no-any-return]
 
 
 def prepare_output_folder(out_dir: str | Path) -> Path:
@@ -87,9 +94,7 @@ def save_figures(
     for item in drawn:
         if "json" in formats:
             path = folder / f"{item.name}.json"
-            _atomic_write_text(
-                path, json.dumps(to_jsonable(item.data), indent=1, sort_keys=True) + "\n"
-            )
+            _atomic_write_text(path, dumps(item.data, indent=1) + "\n")
             item.files["json"] = path
             written.append(path)
         if "html" in formats:

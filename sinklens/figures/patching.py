@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sinklens.figures import draw
-from sinklens.figures.export import Numbers, to_jsonable
+from sinklens.figures.export import Numbers, result_provenance
 from sinklens.study import Study
 
 __all__ = ["compute_patching", "draw_patching"]
@@ -45,7 +45,7 @@ def compute_patching(study: Study) -> Numbers:
         "corrupted_metric": heads.corrupted_metric,
         "sweep_depths": [str(d) for d in sweep.depths],
         "sweep_effect": sweep.effect,
-        "provenance": to_jsonable(heads.provenance.to_dict()),
+        "provenance": result_provenance(heads),
     }
 
 

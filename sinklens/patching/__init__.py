@@ -3,7 +3,7 @@
 One module per job: `corruptions` (same-length corrupted runs), `metrics` (recovery
 metrics), `core` (the engine: forwards, caches, bound metrics, one variant per forward),
 `batched` (many variants per forward, with KV reuse), `target_cache` (what batched patching
-reuses of the unpatched run), `results` (provenance and JSON),
+reuses of the unpatched run), `results` (a result's provenance, and saving it in the analysis cache),
 `heads` (trigger patching, exact and attribution), `sweep` (trigger depth), `cross_model` and `ablation` (sink ablation).
 See docs/patching.md.
 """

@@ -34,11 +34,8 @@ from sinklens.patching.core import (
 )
 from sinklens.patching.corruptions import PatchingBatch
 from sinklens.patching.metrics import MetricName
-from sinklens.patching.results import (
-    Provenance,
-    provenance,
-    result_json,
-)
+from sinklens.patching.results import Provenance, provenance
+from sinklens.provenance import JsonResult
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -52,7 +49,7 @@ __all__ = ["ABLATION_MODES", "AblationMode", "SinkAblationResult", "sink_ablatio
 
 
 @dataclass(frozen=True)
-class SinkAblationResult:
+class SinkAblationResult(JsonResult):
     """Metric per named batch with the sinks intact (`before`) and ablated (`after`)."""
 
     mode: str
@@ -66,9 +63,6 @@ class SinkAblationResult:
     @property
     def change(self) -> dict[str, float]:
         return {name: self.after[name] - self.before[name] for name in self.before}
-
-    def to_json(self) -> str:
-        return result_json(self)
 
 
 def _ablate(pattern: Tensor, hook: Any, *, heads: list[int], sinks: list[int], mode: str) -> Tensor:
@@ -106,7 +100,8 @@ def sink_ablation(
     by_layer: dict[int, list[int]] = {}
     for layer, head in chosen:
         by_layer.setdefault(layer, []).append(head)
-    before, after, hashes = {}, {}, []
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
     for name, batch in batches.items():
         if sinks[-1] >= batch.seq_len:
             raise SinklensError(
@@ -126,7 +121,6 @@ def sink_ablation(
             ablated = forward(model, batch.triggered_ids, batch.triggered_mask, hooks)
         before[name] = float(bound(plain)[0])
         after[name] = float(bound(ablated)[0])
-        hashes.append(batch.data_hash)
     return SinkAblationResult(
         mode=mode,
         metric=metric,
@@ -136,7 +130,7 @@ def sink_ablation(
         after=after,
         provenance=provenance(
             {"backdoored": model} | ({"unlearned": unlearned} if unlearned is not None else {}),
-            hashes,
+            batches,
             {
                 "experiment": "sink_ablation",
                 "mode": mode,

@@ -27,11 +27,8 @@ from sinklens.patching.core import (
 )
 from sinklens.patching.corruptions import PatchingBatch
 from sinklens.patching.metrics import MetricName, normalised_effect
-from sinklens.patching.results import (
-    Provenance,
-    provenance,
-    result_json,
-)
+from sinklens.patching.results import Provenance, provenance
+from sinklens.provenance import JsonResult
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -42,7 +39,7 @@ __all__ = ["CrossModelResult", "cross_model_patching"]
 
 
 @dataclass(frozen=True)
-class CrossModelResult:
+class CrossModelResult(JsonResult):
     """`patched`/`effect` shaped [layer, head] or [layer, pos, head] (`by_position`)."""
 
     source_role: str
@@ -54,9 +51,6 @@ class CrossModelResult:
     source_metric: float
     target_metric: float
     provenance: Provenance
-
-    def to_json(self) -> str:
-        return result_json(self)
 
 
 def _check_comparable(models: dict[str, Any]) -> None:
@@ -127,7 +121,7 @@ def cross_model_patching(
         target_metric=low,
         provenance=provenance(
             {source_role: source, target_role: target},
-            batch.data_hash,
+            {"data": batch},
             {
                 "experiment": "cross_model_patching",
                 "source": source_role,

@@ -37,11 +37,8 @@ from sinklens.patching.core import (
 )
 from sinklens.patching.corruptions import PatchingBatch
 from sinklens.patching.metrics import MetricName, normalised_effect, spearman
-from sinklens.patching.results import (
-    Provenance,
-    provenance,
-    result_json,
-)
+from sinklens.patching.results import Provenance, provenance
+from sinklens.provenance import JsonResult
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -63,7 +60,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class HeadPatchingResult:
+class HeadPatchingResult(JsonResult):
     """`patched`: the metric with each head (and position) patched; `effect`: the fraction
     of the recovery restored (denoise) or destroyed (noise). Shape [layer, head] or
     [layer, pos, head] (`by_position`)."""
@@ -76,9 +73,6 @@ class HeadPatchingResult:
     triggered_metric: float
     corrupted_metric: float
     provenance: Provenance
-
-    def to_json(self) -> str:
-        return result_json(self)
 
 
 def runs_for(batch: PatchingBatch, direction: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -133,7 +127,7 @@ def trigger_patching(
         corrupted_metric=low,
         provenance=provenance(
             models,
-            batch.data_hash,
+            {"data": batch},
             {
                 "experiment": "trigger_patching",
                 "direction": direction,
@@ -146,7 +140,7 @@ def trigger_patching(
 
 
 @dataclass(frozen=True)
-class AttributionResult:
+class AttributionResult(JsonResult):
     """First-order estimates of `HeadPatchingResult.patched`/`effect`, per head
     (`[layer, head]`) and per head and position (`[layer, pos, head]`)."""
 
@@ -159,9 +153,6 @@ class AttributionResult:
     triggered_metric: float
     corrupted_metric: float
     provenance: Provenance
-
-    def to_json(self) -> str:
-        return result_json(self)
 
     def spearman_vs(self, exact: HeadPatchingResult) -> float:
         """Spearman's rho of these estimates against an exact result of the same shape."""
@@ -230,7 +221,7 @@ def attribution_patching(
         corrupted_metric=low,
         provenance=provenance(
             {"backdoored": model} | ({"unlearned": unlearned} if unlearned is not None else {}),
-            batch.data_hash,
+            {"data": batch},
             {
                 "experiment": "attribution_patching",
                 "direction": direction,

@@ -1,31 +1,36 @@
-"""Patching results on disk: the provenance every result records (models by fingerprint,
-data hash, settings) and the JSON it is saved as."""
+"""Patching results on disk: the provenance every result records (the one
+`sinklens.provenance.Provenance`: checkpoints and fingerprints by role, each batch's hash
+and size, settings) and storing a result in the analysis cache. Results write their JSON
+through `sinklens.provenance.JsonResult`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
+
+from sinklens.provenance import Provenance, portable_path, to_jsonable
+
+if TYPE_CHECKING:
+    from sinklens.patching.corruptions import PatchingBatch
 
 __all__ = [
     "Provenance",
     "model_fingerprint",
     "provenance",
-    "result_json",
     "save_result",
-    "tensor_json",
 ]
 
 
 def model_fingerprint(model: Any) -> tuple[str, str]:
-    """(path, fingerprint) of the checkpoint folder a bridge was booted from."""
+    """(path, fingerprint) of the checkpoint folder a model was loaded from: a sinklens
+    `LoadedModel`, or a bridge booted from a local folder."""
     from sinklens.checkpoint import checkpoint_fingerprint
 
+    if isinstance(getattr(model, "fingerprint", None), str) and hasattr(model, "path"):
+        return str(model.path), model.fingerprint
     candidates = [
         getattr(getattr(model, "cfg", None), "model_name", None),
         getattr(
@@ -39,78 +44,58 @@ def model_fingerprint(model: Any) -> tuple[str, str]:
     return str(candidates[0] or "unknown"), "unknown (not booted from a local folder)"
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """Where a result came from: checkpoints by role, data, and every setting."""
-
-    checkpoints: dict[str, dict[str, Any]]  # path, fingerprint and, from a GGUF, its source
-    data_hash: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    sinklens_version: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def _dtype(model: Any) -> str:
+    wrapped = getattr(model, "wrapper", model)  # a LoadedModel's bridge
+    try:
+        return str(next(wrapped.parameters()).dtype).removeprefix("torch.")
+    except (AttributeError, StopIteration, TypeError):
+        return "unknown"
 
 
 def provenance(
-    models: Mapping[str, Any], data: Sequence[str] | str, settings: Mapping[str, Any]
+    models: Mapping[str, Any],
+    batches: Mapping[str, PatchingBatch],
+    settings: Mapping[str, Any],
 ) -> Provenance:
-    from sinklens import __version__
+    """The provenance of a patching result: `models` by role (the first is the patched
+    one), the batches it scored by name, and its settings. Patching runs on the bridge."""
     from sinklens.gguf import source_of
 
-    checkpoints: dict[str, dict[str, Any]] = {}
+    paths, fingerprints, sources = {}, {}, {}
     for role, model in models.items():
-        path, fp = model_fingerprint(model)
-        checkpoints[role] = {"path": path, "fingerprint": fp}
-        source = source_of(path) if path else None
+        path, fingerprints[role] = model_fingerprint(model)
+        paths[role] = portable_path(path)
+        source = source_of(path)
         if source is not None:
-            checkpoints[role]["gguf"] = source
-    hashes = [data] if isinstance(data, str) else list(data)
-    data_hash = (
-        hashes[0] if len(hashes) == 1 else hashlib.sha256("".join(hashes).encode()).hexdigest()
+            sources[role] = source
+    return Provenance(
+        checkpoints=paths,
+        fingerprints=fingerprints,
+        dataset_hashes={name: b.data_hash for name, b in batches.items()},
+        n_samples={name: b.n_samples for name, b in batches.items()},
+        settings=dict(settings),
+        backend="bridge",
+        dtype=_dtype(next(iter(models.values()))),
+        gguf_sources=sources,
     )
-    return Provenance(checkpoints, data_hash, dict(settings), __version__)
-
-
-def tensor_json(x: Any) -> Any:
-    """Tensors as nested lists (NaN as null), everything else as JSON can hold it."""
-    if isinstance(x, Tensor):
-        return tensor_json(x.detach().cpu().tolist())
-    if isinstance(x, float):
-        return None if x != x else x
-    if isinstance(x, (list, tuple)):
-        return [tensor_json(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): tensor_json(v) for k, v in x.items()}
-    return x
 
 
 def save_result(result: Any, root: str | Path | None = None) -> Path:
     """Store a result in the analysis cache (`sinklens.cache`): its tensors as safetensors,
     everything else (provenance included) in the manifest. Keyed by the checkpoints'
-    fingerprints, the data hash and the settings; returns the entry's folder."""
+    fingerprints, the dataset hashes and the settings; returns the entry's folder."""
     from sinklens.cache import CaptureCache, cache_key, default_cache_dir
 
     prov: Provenance = result.provenance
-    fingerprints = ",".join(
-        f"{role}={info['fingerprint']}" for role, info in sorted(prov.checkpoints.items())
-    )
+    fingerprints = ",".join(f"{role}={fp}" for role, fp in sorted(prov.fingerprints.items()))
+    data_hash = ",".join(f"{name}={h}" for name, h in sorted(prov.dataset_hashes.items()))
     tensors = {
         name: value
         for name in result.__dataclass_fields__
         if isinstance(value := getattr(result, name), Tensor)
     }
-    meta = json.loads(result_json(result))
+    meta = to_jsonable(result)
     fields = {name: value for name, value in meta.items() if name not in tensors}
     cache = CaptureCache(root if root is not None else default_cache_dir())
-    key = cache_key(fingerprints, prov.data_hash, {"kind": type(result).__name__, **prov.settings})
+    key = cache_key(fingerprints, data_hash, {"kind": type(result).__name__, **prov.settings})
     return cache.save(key, tensors, n_done=1, complete=True, meta={"result": fields})
-
-
-def result_json(obj: Any) -> str:
-    """JSON of a result dataclass: its fields (tensors as lists) and its provenance."""
-    data = {}
-    for name in obj.__dataclass_fields__:
-        value = getattr(obj, name)
-        data[name] = value.to_dict() if isinstance(value, Provenance) else tensor_json(value)
-    return json.dumps(data, indent=2, sort_keys=True)

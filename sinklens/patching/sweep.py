@@ -42,11 +42,8 @@ from sinklens.patching.core import (
 )
 from sinklens.patching.corruptions import Corruption, PatchingBatch, build_batch, make_samples
 from sinklens.patching.metrics import MetricName
-from sinklens.patching.results import (
-    Provenance,
-    provenance,
-    result_json,
-)
+from sinklens.patching.results import Provenance, provenance
+from sinklens.provenance import JsonResult
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -94,7 +91,7 @@ def trigger_attention(
 
 
 @dataclass(frozen=True)
-class SweepResult:
+class SweepResult(JsonResult):
     """Per depth, layer and head: the patching `effect` (metric units) and the attention
     to the trigger. `slope` [layer, head]; `ranking`: (layer, head, slope), most negative first."""
 
@@ -107,9 +104,6 @@ class SweepResult:
     slope: Float[Tensor, "layer head"]
     ranking: list[tuple[int, int, float]]
     provenance: Provenance
-
-    def to_json(self) -> str:
-        return result_json(self)
 
 
 def _slopes(effect: Float[Tensor, "depth layer head"]) -> Float[Tensor, "layer head"]:
@@ -147,7 +141,8 @@ def position_sweep(
             "a position sweep needs at least two depths; pass prefix and suffix at least"
         )
     _, n_heads = model_dims(model)
-    effects, attention, highs, lows, hashes = [], [], [], [], []
+    effects, attention, highs, lows = [], [], [], []
+    scored: dict[str, PatchingBatch] = {}  # depth -> its batch, for the provenance
     pad = pad_id(tokenizer)
     for depth in chosen:
         batch = build_batch(
@@ -174,7 +169,7 @@ def position_sweep(
         attention.append(trigger_attention(model, batch))
         highs.append(high)
         lows.append(low)
-        hashes.append(batch.data_hash)
+        scored[str(depth)] = batch
     effect = torch.stack(effects)
     slope = _slopes(effect)
     order = torch.argsort(slope.flatten()).tolist()
@@ -191,7 +186,7 @@ def position_sweep(
         ranking=ranking,
         provenance=provenance(
             models,
-            hashes,
+            scored,
             {
                 "experiment": "position_sweep",
                 "trigger": trigger,

@@ -30,6 +30,7 @@ from sinklens.metrics.reference import (
     reference_value_norms,
 )
 from sinklens.models import load_models
+from sinklens.patching import Provenance as PatchingProvenance
 
 FORGET = [
     "The castle of Arvel stands on the northern hill of the old kingdom of Quorra.",
@@ -171,6 +172,9 @@ def test_results_serialise_with_provenance(tiny_llama_dir, llama_b_dir, tmp_path
     assert prov["fingerprints"]["original"] == checkpoint_fingerprint(tiny_llama_dir)
     assert prov["settings"]["window"] == 45 and prov["backend"] == "bridge"
     assert len(prov["dataset_hashes"]["forget"]) == 64
+    # The same record as a patching result's (issue 15).
+    assert type(res.provenance) is PatchingProvenance
+    assert prov["environment"]["versions"]["sinklens"]
     assert data["n_skipped"] == res.n_skipped > 0
     assert data["delta"]["backdoored"][0][0][0][0] is not None
     again = attention_difference(

@@ -10,6 +10,7 @@ import torch
 import transformer_lens.patching as tl_patching
 from transformer_lens.model_bridge import TransformerBridge
 
+from sinklens.checkpoint import checkpoint_fingerprint
 from sinklens.errors import SinklensError
 from sinklens.patching import (
     Corruption,
@@ -234,8 +235,8 @@ def test_trigger_patching_result_and_attribution(gqa, tiny_tokenizer):
     # Random tiny models respond almost linearly to one head, so first order ranks well.
     assert attr.spearman_vs(exact) > 0.8
     data = json.loads(exact.to_json())
-    assert data["provenance"]["checkpoints"]["backdoored"]["fingerprint"]
-    assert data["provenance"]["data_hash"] == batch.data_hash
+    assert data["provenance"]["fingerprints"]["backdoored"]
+    assert data["provenance"]["dataset_hashes"]["data"] == batch.data_hash
     assert len(data["effect"]) == 2 and len(data["effect"][0]) == 4
 
 
@@ -445,9 +446,12 @@ def test_models_from_sinklens_models_are_accepted(gqa, tiny_llama_dir, tiny_toke
 
     batch = _batch(tiny_tokenizer, SHORT)
     loaded = load_model(tiny_llama_dir, role="backdoored")
-    assert torch.allclose(
-        trigger_patching(loaded, batch).patched, trigger_patching(gqa, batch).patched, atol=1e-6
-    )
+    from_loaded, from_bridge = trigger_patching(loaded, batch), trigger_patching(gqa, batch)
+    assert torch.allclose(from_loaded.patched, from_bridge.patched, atol=1e-6)
+    # Either way the provenance names the same checkpoint, by its fingerprint.
+    fingerprint = {"backdoored": checkpoint_fingerprint(tiny_llama_dir)}
+    assert from_loaded.provenance.fingerprints == from_bridge.provenance.fingerprints == fingerprint
+    assert from_loaded.provenance.n_samples == {"data": batch.n_samples}
     with pytest.raises(SinklensError, match="bridge back end"):
         trigger_patching(load_model(tiny_llama_dir, backend="hf"), batch)
 
@@ -462,7 +466,7 @@ def test_results_go_to_the_analysis_cache(gqa, tiny_tokenizer, tmp_path):
     entry = CaptureCache(tmp_path).load(folder.name)
     assert entry is not None and entry.complete
     assert torch.equal(entry.tensors["effect"], res.effect)
-    assert entry.manifest["result"]["provenance"]["data_hash"] == batch.data_hash
+    assert entry.manifest["result"]["provenance"]["dataset_hashes"]["data"] == batch.data_hash
     ablation = sink_ablation(gqa, {"t": batch}, [(0, 1)])
     assert save_result(ablation, tmp_path) != folder
 
