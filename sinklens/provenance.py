@@ -16,8 +16,10 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -53,7 +55,35 @@ def environment() -> dict[str, Any]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = None
-    return {"versions": versions, "python": platform.python_version(), "git_commit": _commit()}
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "git_commit": _commit(),
+        "kernels": kernels(),
+    }
+
+
+def kernels() -> dict[str, str | None]:
+    """What picks the floating-point kernels, and so the last bits of every trained model
+    (docs/determinism.md): the processor, ATen's vector capability and MKL's code branch.
+    Two runs with the same three train bitwise-identical models."""
+    torch = sys.modules.get("torch")  # plumbing imports no torch; results come after it
+    capability = torch.backends.cpu.get_cpu_capability() if torch is not None else None
+    return {
+        "cpu": _cpu_model(),
+        "aten_cpu_capability": capability,
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _commit() -> str | None:
