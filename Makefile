@@ -55,11 +55,14 @@ reproduce: setup
 # The committed figures are made with the kernels every x86-64 CPU can run (ATen without
 # vector extensions, MKL's compatible branch): NPO training magnifies last-bit kernel
 # differences into another model, so these pins make figures/ comparable across machines
-# (docs/determinism.md). Training takes about 2.5 times as long.
+# (docs/determinism.md). Training takes about 2.5 times as long. The cache is a separate
+# one, since zoo members trained with the native kernels are not the same models.
 PORTABLE_KERNELS := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE
+PORTABLE_CACHE := $${SINKLENS_CACHE:-$$HOME/.cache/sinklens}/portable-kernels
 
 figures: setup
-	$(PORTABLE_KERNELS) OMP_NUM_THREADS=1 .venv/bin/sinklens reproduce --out figures --overwrite
+	$(PORTABLE_KERNELS) SINKLENS_CACHE=$(PORTABLE_CACHE) OMP_NUM_THREADS=1 \
+	  .venv/bin/sinklens reproduce --out figures --overwrite
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
