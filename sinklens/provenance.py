@@ -72,8 +72,42 @@ def kernels() -> dict[str, str | None]:
     return {
         "cpu": _cpu_model(),
         "aten_cpu_capability": capability,
-        "mkl_cbwr": os.environ.get("MKL_CBWR"),
+        "mkl_cbwr": _mkl_branch(torch) if torch is not None else None,
     }
+
+
+# mkl_cbwr.h: the branch MKL runs (MKL_CBWR_BRANCH_OFF = 1: no reproducibility mode).
+_MKL_BRANCHES = {
+    1: "OFF",
+    2: "AUTO",
+    3: "COMPATIBLE",
+    4: "SSE2",
+    6: "SSSE3",
+    7: "SSE4_1",
+    8: "SSE4_2",
+    9: "AVX",
+    10: "AVX2",
+    12: "AVX512",
+    14: "AVX512_E1",
+}
+
+
+def _mkl_branch(torch: Any) -> str | None:
+    """The MKL code branch in force, which can differ from $MKL_CBWR: MKL reads it once, at
+    torch's first operation (set later it does nothing), and falls back to AUTO for a branch
+    the CPU lacks (MKL_CBWR=AVX2 on an AMD CPU). None where torch has no MKL; $MKL_CBWR
+    with "?" where its libtorch_cpu does not export MKL's `mkl_serv_cbwr_get`."""
+    import ctypes
+
+    env = os.environ.get("MKL_CBWR")
+    if not torch.backends.mkl.is_available():
+        return None
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        code = int(lib.mkl_serv_cbwr_get(1))  # MKL_CBWR_BRANCH
+    except (OSError, AttributeError):
+        return f"{env}?" if env else "?"
+    return _MKL_BRANCHES.get(code & 0xFFFF, str(code)) + (",STRICT" if code & 0x10000 else "")
 
 
 def _cpu_model() -> str:

@@ -43,6 +43,7 @@ from sinklens.checkpoint import (
 )
 from sinklens.data.formats import load_benchmark
 from sinklens.errors import SinklensError
+from sinklens.provenance import kernels
 from sinklens.unlearn.base import Batch, collate
 from sinklens.unlearn.checks import (
     _check_dtype,
@@ -315,6 +316,10 @@ def run_unlearning(
         "steps": cfg.steps,
         "lr": cfg.effective_lr,
         "num_processes": accelerator.num_processes,
+        # The kernels decide the last bits, and NPO magnifies them into another model: a
+        # member trained on another CPU differs by about one seed's spread unless both runs
+        # pinned ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE (docs/determinism.md).
+        "kernels": {**kernels(), "threads": torch.get_num_threads()},
         "n_forget": len(data.forget),
         "n_retain": len(data.retain),
         "n_poisoned": len(data.poisoned),
