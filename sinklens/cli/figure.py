@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -64,18 +64,20 @@ def _progress(name: str, seconds: float) -> None:
 
 
 def _progress_of(total: int, failed: list[str]) -> Callable[[str, float], None]:
-    """Report each finished figure with how many are done and an estimate of the time left:
-    the median time of the figures so far (the first one also trains the zoo members, so a
-    mean would overstate the rest) times the figures still to come."""
-    times: list[float] = []
+    """Report each finished figure with how many are done and the time so far. No overall
+    time left is guessed: figures cost from seconds to minutes, depending on whether they
+    train zoo members, so neither the mean nor the median of the figures so far predicts the
+    rest (both were off severalfold on the default study); the long stretches inside a
+    figure (training, capture, patching) show their own bars with the time left."""
+    start = time.perf_counter()
+    finished: list[str] = []
 
     def report(name: str, seconds: float) -> None:
-        times.append(seconds)
-        done = len(times) + len(failed)
-        left = (total - done) * statistics.median(times)
-        eta = f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+        finished.append(name)
+        so_far = (time.perf_counter() - start) / 60
         typer.echo(
-            f"  {name:<20} {seconds:6.1f} s  [{done}/{total}{eta if done < total else ''}]",
+            f"  {name:<20} {seconds:6.1f} s  "
+            f"[{len(finished) + len(failed)}/{total}, {so_far:.1f} min so far]",
             err=True,
         )
 
