@@ -122,3 +122,18 @@ def test_an_internal_error_says_it_is_a_bug():
     assert len(lines) == 1, proc.stderr
     assert "internal error" in lines[0] and "bug" in lines[0] and "--debug" in lines[0]
     assert "IndexError" in lines[0] and "report" in lines[0]
+
+
+@pytest.mark.parametrize("command", ["heads", "sweep", "cross-model", "ablate-sinks"])
+def test_patch_out_is_kept_unless_overwrite(command, tmp_path):
+    """Every patch command refuses an existing --out and takes --overwrite, as its help says;
+    the file is untouched either way when the run then fails."""
+    out = tmp_path / "earlier.json"
+    out.write_text("{}\n")
+    refused = run_cli("patch", command, "--backdoored", str(tmp_path / "none"), "--out", str(out))
+    assert refused.returncode == 2 and "pass --overwrite" in refused.stderr
+    allowed = run_cli(
+        "patch", command, "--backdoored", str(tmp_path / "none"), "--out", str(out), "--overwrite"
+    )
+    assert allowed.returncode == 2 and "--overwrite" not in allowed.stderr
+    assert out.read_text() == "{}\n"
