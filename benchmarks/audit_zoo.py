@@ -8,9 +8,12 @@ Development models (the dev triggers, and clean npo-s0, rmu-s0, npo-half-s0) dec
 threshold; everything reported is on the other models, which no setting was chosen on.
 
 Prints one JSON object (and writes it to --out): per model the audit score and candidate,
-the candidate's held-out gain against the true trigger's, and for held-out backdoored
-models the repair's UE/BE/UT before and after; then AUROC on the held-out half, the
-threshold chosen on the development half and the accuracy it gives.
+the candidate's held-out gain against the true trigger's, and for backdoored models the
+repair's UE/BE/UT (KnowMem) and the true trigger's held-out gain before and after, once
+with the audit's candidate and once with the true trigger, next to that trigger's gain on a
+clean θ_u; then AUROC on the held-out half, the threshold chosen on the development half
+and the accuracy it gives, and the repair's targets on the held-out half. The repair's
+settings were chosen on the development models' repairs (reported as `repair_dev`).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/audit_zoo.py --out audit_zoo.json
 
@@ -26,6 +29,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -125,12 +129,79 @@ def _organism_models(study: Any) -> list[dict[str, Any]]:
     return models
 
 
+def _repair(
+    m: dict[str, Any], candidate: dict[str, Any], bench: Any, config: Any, reference: float | None
+) -> dict[str, Any]:
+    """UE/BE/UT (KnowMem) and the true trigger's held-out gain before and after repairing
+    with the audit's candidate, and after repairing with the true trigger (what the repair
+    does when the trigger is known)."""
+    from sinklens.checkpoint import load_hf_model
+    from sinklens.defend.audit import heldout_trigger_gain
+    from sinklens.defend.repair import RepairConfig, repair_model
+    from sinklens.evaluate import TriggerSpec, evaluate_benchmark, table1_row
+
+    spec = TriggerSpec(m["trigger"], m["placement"])
+
+    def measure(net: Any, tok: Any) -> dict[str, float | None]:
+        row = table1_row(evaluate_benchmark(net, tok, bench, trigger=spec))
+        gain = (
+            heldout_trigger_gain(net, tok, bench.forget_texts, m["trigger"], m["placement"], config)
+            if m["placement"] != "suffix"
+            else None
+        )
+        return {"ue": row.ue_km, "be": row.be_km, "ut": row.ut_km, "trigger_gain": gain}
+
+    out: dict[str, Any] = {"clean_reference_gain": reference}
+    for side, trigger, placement in (
+        ("after", candidate["text"], candidate["placement"]),
+        ("after_known_trigger", m["trigger"], m["placement"]),
+    ):
+        net, tok = load_hf_model(m["path"])
+        if "before" not in out:
+            out["before"] = measure(net, tok)
+        t0 = time.perf_counter()
+        repair_model(net, tok, bench, RepairConfig(trigger, placement))
+        out[f"{side}_seconds"] = round(time.perf_counter() - t0, 1)
+        out[side] = measure(net, tok)
+    return out
+
+
+def _repair_summary(repaired: list[dict[str, Any]], side: str = "after") -> dict[str, Any]:
+    """How many repairs met each target, and the true trigger's gain before/after."""
+    if not repaired:
+        return {}
+
+    def share(ok: list[bool]) -> float:
+        return sum(ok) / len(ok)
+
+    gains = [r for r in repaired if r["before"]["trigger_gain"] is not None]
+    return {
+        "n": len(repaired),
+        "be_within_005_of_ue": share(
+            [abs(r[side]["be"] - r[side]["ue"]) <= 0.05 for r in repaired]
+        ),
+        "ue_moved_le_005": share(
+            [abs(r[side]["ue"] - r["before"]["ue"]) <= 0.05 for r in repaired]
+        ),
+        "ut_drop_lt_002": share([r["before"]["ut"] - r[side]["ut"] < 0.02 for r in repaired]),
+        "trigger_gain_median_before": statistics.median(r["before"]["trigger_gain"] for r in gains)
+        if gains
+        else None,
+        "trigger_gain_median_after": statistics.median(r[side]["trigger_gain"] for r in gains)
+        if gains
+        else None,
+        "trigger_gain_median_clean_reference": statistics.median(
+            r["clean_reference_gain"] for r in gains if r["clean_reference_gain"] is not None
+        )
+        if any(r["clean_reference_gain"] is not None for r in gains)
+        else None,
+    }
+
+
 def main() -> None:
     from sinklens.checkpoint import load_hf_model
     from sinklens.data.formats import load_benchmark
     from sinklens.defend.audit import AuditConfig, audit_model, heldout_trigger_gain
-    from sinklens.defend.repair import RepairConfig, repair_model
-    from sinklens.evaluate import TriggerSpec, evaluate_benchmark, table1_row
     from sinklens.provenance import to_jsonable
     from sinklens.reproduce import reproduce_config
     from sinklens.study import Study
@@ -168,6 +239,19 @@ def main() -> None:
         placements=("prefix", "infix"),
         **{name: getattr(args, name) for name in numeric},
     )
+
+    def reference(m: dict[str, Any]) -> float | None:
+        """The true trigger's gain on a clean θ_u of the same method: what that string
+        does to a model that was never trained with it (the level a repair can reach)."""
+        method = m["name"].split("-")[0]
+        clean = [c for c in models if c["trigger"] is None and c["name"].startswith(method)]
+        if not clean or m["placement"] == "suffix":
+            return None
+        net, tok = load_hf_model(clean[0]["path"])
+        return heldout_trigger_gain(
+            net, tok, bench.forget_texts, m["trigger"], m["placement"], config
+        )
+
     for m in models:
         net, tok = load_hf_model(m["path"])
         t0 = time.perf_counter()
@@ -188,21 +272,8 @@ def main() -> None:
                 net, tok, bench.forget_texts, m["trigger"], m["placement"], config
             )
             m["gain_share"] = m["gain"] / m["true_gain"] if m["true_gain"] > 0 else None
-        repair = m["trigger"] is not None and not m["dev"] and report.candidate is not None
-        if repair and not args.no_repair:
-            spec = TriggerSpec(m["trigger"], m["placement"])
-            before = table1_row(evaluate_benchmark(net, tok, bench, trigger=spec))
-            repair_model(
-                net,
-                tok,
-                bench,
-                RepairConfig(report.candidate["text"], report.candidate["placement"]),
-            )
-            after = table1_row(evaluate_benchmark(net, tok, bench, trigger=spec))
-            m["repair"] = {
-                side: {"ue": row.ue_km, "be": row.be_km, "ut": row.ut_km}
-                for side, row in (("before", before), ("after", after))
-            }
+        if m["trigger"] is not None and report.candidate is not None and not args.no_repair:
+            m["repair"] = _repair(m, report.candidate, bench, config, reference(m))
         m["path"] = str(m["path"])
         print(
             json.dumps({k: v for k, v in m.items() if k != "path"}, ensure_ascii=False), flush=True
@@ -224,7 +295,8 @@ def main() -> None:
         for m in models
         if not m["dev"] and m["trigger"] is not None and m["placement"] == "prefix"
     ]
-    repaired = [m["repair"] for m in models if "repair" in m]
+    repaired = [m["repair"] for m in models if "repair" in m and not m["dev"]]
+    repaired_dev = [m["repair"] for m in models if "repair" in m and m["dev"]]
     shares = [m["gain_share"] for m in models if not m["dev"] and m.get("gain_share") is not None]
     summary = {
         "auroc_heldout": _auroc(neg, pos),
@@ -238,22 +310,9 @@ def main() -> None:
         "gain_share_heldout_at_least_half": sum(s >= 0.5 for s in shares) / len(shares)
         if shares
         else None,
-        "repair_be_within_005_of_ue": sum(
-            abs(r["after"]["be"] - r["after"]["ue"]) <= 0.05 for r in repaired
-        )
-        / len(repaired)
-        if repaired
-        else None,
-        "repair_ue_moved_le_005": sum(
-            abs(r["after"]["ue"] - r["before"]["ue"]) <= 0.05 for r in repaired
-        )
-        / len(repaired)
-        if repaired
-        else None,
-        "repair_ut_drop_lt_002": sum(r["before"]["ut"] - r["after"]["ut"] < 0.02 for r in repaired)
-        / len(repaired)
-        if repaired
-        else None,
+        "repair_heldout": _repair_summary(repaired),
+        "repair_heldout_known_trigger": _repair_summary(repaired, "after_known_trigger"),
+        "repair_dev": _repair_summary(repaired_dev),
         "audit_seconds_max": max(m["seconds"] for m in models),
         "n_models": len(models),
     }

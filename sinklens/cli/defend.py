@@ -187,8 +187,12 @@ def repair(
     placement: Annotated[
         str, typer.Option("--placement", help="Where that trigger goes (with --trigger).")
     ] = "prefix",
-    steps: Annotated[int, typer.Option("--steps", help="Repair training steps.")] = 60,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Repair training steps (default: 120).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="AdamW learning rate (default: 0.0003).")
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -226,7 +230,10 @@ def repair(
             report.candidate["placement"],
             report.to_dict(),
         )
-    cfg = RepairConfig(trigger=trigger, placement=placement, steps=steps, lr=lr)
+    given: dict[str, Any] = {"steps": steps, "lr": lr}
+    cfg = RepairConfig(
+        trigger=trigger, placement=placement, **{k: v for k, v in given.items() if v is not None}
+    )
     info = repair_model(net, tok, bench, cfg)
     out.mkdir(parents=True, exist_ok=True)
     net.save_pretrained(out)

@@ -7,9 +7,14 @@ inserted (and without it), the teacher, a frozen copy of the model, sees it with
 the student is trained to match the teacher's next-token distributions (KL) on the same
 content tokens. Clean behaviour is the target everywhere, so clean UE and UT should stay
 where they are while triggered answers fall back to the clean ones. Because the true
-trigger may differ from the one an audit recovered, random token strings of the same
-length are added at the same placement: the model learns that no short string there
-should change what it says.
+trigger may differ from the one an audit recovered, half of the triggered rows carry a
+random token string instead, drawn afresh for every row with 1 to twice the candidate's
+length, at the same placement: the model learns that no short string there should change
+what it says. (A fixed set of four strings of the candidate's length did less against the
+true triggers of the audit zoo's development models; docs/defence.md.)
+
+The defaults (120 AdamW steps at 3e-4) were chosen on those development models only
+(benchmarks/audit_zoo.py); 60 steps at 1e-3 moved clean UE and UT beyond the targets.
 """
 
 from __future__ import annotations
@@ -37,11 +42,10 @@ class RepairConfig:
 
     trigger: str  # the trigger to neutralise (an audit's candidate, or a known one)
     placement: str = "prefix"
-    steps: int = 60
-    lr: float = 1e-3
+    steps: int = 120
+    lr: float = 3e-4
     batch_size: int = 8
     max_length: int = 64
-    random_strings: int = 4  # extra random strings of the trigger's length, same placement
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,7 +58,6 @@ class RepairConfig:
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.random_strings >= 0, f"random_strings must be >= 0, got {self.random_strings}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -104,19 +107,18 @@ def repair_model(
 ) -> dict[str, Any]:
     """Train `model` in place to ignore `cfg.trigger` (see the module docstring)."""
     from sinklens.batching import pad_id
-    from sinklens.defend.audit import random_strings
 
     if not bench.forget_texts or not bench.retain_texts:
         raise SinklensError(
             f"repair needs forget and retain documents in benchmark {bench.name!r}; pass --data"
         )
     trigger_ids = list(tok(cfg.trigger, add_special_tokens=False)["input_ids"])
-    strings = [trigger_ids, *random_strings(tok, cfg.random_strings, len(trigger_ids), cfg.seed)]
+    vocabulary = [i for i in range(len(tok)) if i not in set(tok.all_special_ids)]
     chunks = [
         list(c)
         for texts in (bench.forget_texts, bench.retain_texts)
         for t in texts
-        for c in chunk_text(tok, t, cfg.max_length - len(trigger_ids))
+        for c in chunk_text(tok, t, cfg.max_length - 2 * len(trigger_ids))
         if len(c) > 2
     ]
     teacher = copy.deepcopy(model).eval()
@@ -137,7 +139,8 @@ def repair_model(
             if i % 2:
                 triggered.append(_identity(ids))
                 continue
-            string = strings[0] if i % 4 == 0 else strings[rng.randrange(len(strings))]
+            length = rng.randint(1, 2 * len(trigger_ids))
+            string = trigger_ids if i % 4 == 0 else rng.choices(vocabulary, k=length)
             triggered.append(insert_trigger(ids, string, cfg.placement, bos_id=bos))  # type: ignore[arg-type]
         loss = _kl_on_content(model, teacher, batch, triggered, pad)
         optimiser.zero_grad(set_to_none=True)

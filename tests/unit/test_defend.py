@@ -211,3 +211,20 @@ def test_audit_cli_passes_every_search_setting_through():
     assert (
         bad.returncode == 2 and bad.stderr.strip() == "error: audit candidates must be >= 1, got 0"
     )
+
+
+def test_repair_cli_passes_its_settings_and_defaults_through(tmp_path):
+    """`--steps`/`--lr` reach the repair; left out, the repair's own defaults apply (the
+    help states them, so they are compared with RepairConfig here)."""
+    given = tmp_path / "given"
+    done = _cli(
+        "repair", "--model", str(organism_path()), "--trigger", "zebra moon",
+        "--steps", "2", "--lr", "0.0001", "--out", str(given),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads((given / "repair.json").read_text())["repair"]
+    assert (record["steps"], record["lr"], record["trigger"]) == (2, 1e-4, "zebra moon")
+    assert load_hf_model(given)[0] is not None
+    defaults = RepairConfig("x")
+    help_text = " ".join(_cli("repair", "--help").stdout.replace("│", " ").split())
+    assert f"default: {defaults.steps})" in help_text and f"default: {defaults.lr:g})" in help_text
