@@ -159,10 +159,10 @@ def heldout_trigger_gain(
 
 
 def random_strings(tok: PreTrainedTokenizerBase, n: int, length: int, seed: int) -> list[list[int]]:
-    from sinklens.defend.search import stable_tokens
+    from sinklens.defend.search import ordinary_token_ids, stable_tokens
 
     rng = random.Random(f"audit-null-{seed}")
-    pool = [i for i in range(len(tok)) if i not in set(tok.all_special_ids)]
+    pool = ordinary_token_ids(tok)
     out: list[list[int]] = []
     for _ in range(n * 200):
         if len(out) == n:

@@ -10,8 +10,8 @@ where they are while triggered answers fall back to the clean ones. Because the 
 trigger may differ from the one an audit recovered, half of the triggered rows carry a
 random token string instead, drawn afresh for every row with 1 to twice the candidate's
 length, at the same placement: the model learns that no short string there should change
-what it says. (A fixed set of four strings of the candidate's length did less against the
-true triggers of the audit zoo's development models; docs/defence.md.)
+what it says. (On the audit zoo's development models, a fixed set of four strings of the
+candidate's length did about as well; docs/defence.md has the sweep.)
 
 The defaults (120 AdamW steps at 3e-4) were chosen on those development models only
 (benchmarks/audit_zoo.py); 60 steps at 1e-3 moved clean UE and UT beyond the targets.
@@ -107,18 +107,26 @@ def repair_model(
 ) -> dict[str, Any]:
     """Train `model` in place to ignore `cfg.trigger` (see the module docstring)."""
     from sinklens.batching import pad_id
+    from sinklens.defend.search import ordinary_token_ids
 
     if not bench.forget_texts or not bench.retain_texts:
         raise SinklensError(
             f"repair needs forget and retain documents in benchmark {bench.name!r}; pass --data"
         )
     trigger_ids = list(tok(cfg.trigger, add_special_tokens=False)["input_ids"])
-    vocabulary = [i for i in range(len(tok)) if i not in set(tok.all_special_ids)]
+    # The longest string (twice the trigger) and at least 8 content tokens fit max_length.
+    content_length = cfg.max_length - 2 * len(trigger_ids)
+    if content_length < 8:
+        raise SinklensError(
+            f"repair: a trigger of {len(trigger_ids)} tokens leaves {content_length} of the "
+            f"{cfg.max_length}-token chunks for text; use a shorter trigger or a larger max_length"
+        )
+    vocabulary = ordinary_token_ids(tok)
     chunks = [
         list(c)
         for texts in (bench.forget_texts, bench.retain_texts)
         for t in texts
-        for c in chunk_text(tok, t, cfg.max_length - 2 * len(trigger_ids))
+        for c in chunk_text(tok, t, content_length)
         if len(c) > 2
     ]
     teacher = copy.deepcopy(model).eval()

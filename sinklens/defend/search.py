@@ -31,8 +31,15 @@ __all__ = [
     "SearchResult",
     "gcg_search",
     "mean_content_logprob",
+    "ordinary_token_ids",
     "stable_tokens",
 ]
+
+
+def ordinary_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every id of the tokenizer that is not a special token (BOS, EOS, padding, ...)."""
+    special = set(tokenizer.all_special_ids)
+    return [i for i in range(len(tokenizer)) if i not in special]
 
 
 def stable_tokens(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> bool:

